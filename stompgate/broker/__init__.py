@@ -1,0 +1,27 @@
+"""Sans-I/O broker core: sessions, destinations, subscriptions, identity, routing."""
+
+from .auth import AuthError, Authenticator, Credentials, DevAuthenticator, JwtAuthenticator, StaticAuthenticator
+from .broker import Broker, BrokerSettings, BrokerStats
+from .destinations import DestinationError, DestinationRules, encode_user
+from .message import Message
+from .session import Outbound, Scheduler, Session, SessionLimits
+
+__all__ = [
+    "AuthError",
+    "Authenticator",
+    "Broker",
+    "BrokerSettings",
+    "BrokerStats",
+    "Credentials",
+    "DestinationError",
+    "DestinationRules",
+    "DevAuthenticator",
+    "JwtAuthenticator",
+    "Message",
+    "Outbound",
+    "Scheduler",
+    "Session",
+    "SessionLimits",
+    "StaticAuthenticator",
+    "encode_user",
+]

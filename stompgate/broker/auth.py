@@ -1,0 +1,135 @@
+"""Pluggable identity: who is this CONNECT?
+
+An authenticator sees the CONNECT headers and what the WebSocket handshake
+carried (its ``Authorization`` header and ``access_token`` query parameter), and
+returns the user name or raises :class:`AuthError` with a message for the client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import jwt
+
+log = logging.getLogger(__name__)
+
+
+class AuthError(Exception):
+    """Login refused; the message is shown to the client in the ERROR frame."""
+
+
+@dataclass(slots=True)
+class Credentials:
+    connect_headers: dict[str, str]
+    handshake_headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    query: dict[str, str] = field(default_factory=dict)
+
+
+class Authenticator(Protocol):
+    def authenticate(self, creds: Credentials) -> str | None:
+        """The user name, None for an anonymous session, or raise AuthError."""
+
+
+class DevAuthenticator:
+    """Development mode: the CONNECT ``login`` header is the user name, no password."""
+
+    def __init__(self) -> None:
+        log.warning(
+            "auth.mode is 'dev': the CONNECT login header is trusted as the user name "
+            "without a password. Use this for development only."
+        )
+
+    def authenticate(self, creds: Credentials) -> str | None:
+        login = creds.connect_headers.get("login", "").strip()
+        if not login:
+            raise AuthError("a login header is required (auth.mode is dev: login is the user name)")
+        return login
+
+
+class StaticAuthenticator:
+    """Users and passwords listed in the config."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {name: pw.encode("utf-8") for name, pw in users.items()}
+
+    def authenticate(self, creds: Credentials) -> str | None:
+        login = creds.connect_headers.get("login", "")
+        passcode = creds.connect_headers.get("passcode", "").encode("utf-8")
+        expected = self._users.get(login)
+        # Compare even for unknown users so timing does not reveal which names exist.
+        ok = hmac.compare_digest(passcode, expected if expected is not None else b"\0" * 16)
+        if expected is None or not ok:
+            raise AuthError("invalid login or passcode")
+        return login
+
+
+def _bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class JwtAuthenticator:
+    """JWT (HS256 or RS256) with ``exp`` checked; the user name is a claim (``sub``)."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: str,
+        key: str,
+        user_claim: str = "sub",
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_s: float = 0.0,
+        require_exp: bool = True,
+    ) -> None:
+        self.algorithm = algorithm
+        self.key = key
+        self.user_claim = user_claim
+        self.audience = audience
+        self.issuer = issuer
+        self.leeway_s = leeway_s
+        self.required = ["exp"] if require_exp else []
+
+    def token_from(self, creds: Credentials) -> str | None:
+        """CONNECT Authorization, CONNECT passcode, handshake Authorization, access_token."""
+        h = creds.connect_headers
+        return (
+            _bearer(h.get("Authorization") or h.get("authorization"))
+            or (h.get("passcode") or None)
+            or _bearer(creds.handshake_headers.get("authorization"))
+            or creds.query.get("access_token")
+            or None
+        )
+
+    def authenticate(self, creds: Credentials) -> str | None:
+        token = self.token_from(creds)
+        if token is None:
+            raise AuthError(
+                "no token: send a JWT in the CONNECT passcode or Authorization header, "
+                "or in the handshake's Authorization header or access_token parameter"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway_s,
+                options={"require": self.required, "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        user = claims.get(self.user_claim)
+        if not isinstance(user, str) or not user:
+            raise AuthError(f"token has no string claim {self.user_claim!r}")
+        return user

@@ -1,0 +1,507 @@
+"""The STOMP session state machine (sans-I/O).
+
+A session is fed the bytes its transport received (:meth:`Session.receive_data`)
+and writes through an :class:`Outbound` the transport implements. Timers come
+from a :class:`Scheduler`, so tests drive time by hand. The session never
+raises to its transport: protocol faults become an ERROR frame and a close.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
+from ..stomp.headers import escape
+from .auth import AuthError, Credentials
+from .destinations import DestinationError
+if TYPE_CHECKING:
+    from .message import Message
+from .subscriptions import ACK_MODES, Subscription
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+log = logging.getLogger(__name__)
+
+# WebSocket close codes (RFC 6455 section 7.4.1)
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+CLOSE_RESTART = 1012
+
+SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
+
+
+class Outbound(Protocol):
+    """What a transport gives a session: write bytes, and close."""
+
+    def send(self, data: bytes, binary: bool) -> None:
+        """Queue one STOMP frame (or heart-beat EOL) for the peer, in order."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after everything already sent has been flushed."""
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    def call_later(self, delay: float, callback: Callable[[], Any]) -> TimerHandle: ...
+
+
+@dataclass(slots=True)
+class SessionLimits:
+    max_frame_size: int = 1024 * 1024
+    max_headers: int = 64
+    max_header_length: int = 8192
+    max_subscriptions: int = 1000
+    max_unacked: int = 10_000
+    max_transactions: int = 16
+    max_transaction_frames: int = 1000
+
+
+class StompSessionError(Exception):
+    """A frame the session refuses; becomes ERROR + close."""
+
+    def __init__(self, message: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+
+_CONTROLLED = frozenset(
+    {
+        "destination",
+        "message-id",
+        "subscription",
+        "content-length",
+        "ack",
+        "receipt",
+        "transaction",
+    }
+)
+
+
+class Session:
+    """One client connection's STOMP state, from CONNECT to close."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        out: Outbound,
+        scheduler: Scheduler,
+        *,
+        handshake_headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        transport: str = "websocket",
+        remote: str = "",
+    ) -> None:
+        self.broker = broker
+        self.out = out
+        self.scheduler = scheduler
+        self.id = secrets.token_hex(8)
+        self.transport = transport
+        self.remote = remote
+        self.user: str | None = None
+        self.version: str | None = None
+        self.connected = False
+        self.closed = False
+        limits: SessionLimits = broker.limits
+        self.limits = limits
+        self.parser = FrameParser(
+            commands=CLIENT_COMMANDS,
+            max_frame_size=limits.max_frame_size,
+            max_headers=limits.max_headers,
+            max_header_length=limits.max_header_length,
+        )
+        self._handshake_headers = handshake_headers or {}
+        self._query = query or {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._unacked: dict[str, Subscription] = {}
+        self._transactions: dict[str, list[Frame]] = {}
+        self._mid_prefix = (self.id + "-").encode()
+        self._next_mid = 1
+        self._receipt_of: str | None = None  # receipt of the frame being handled
+        # heart-beat bookkeeping: flags reset by each timer tick
+        self._read_since_tick = True
+        self._wrote_since_tick = True
+        self._connect_timer: TimerHandle | None = scheduler.call_later(
+            broker.settings.connect_timeout_s, self._connect_timeout
+        )
+        self._send_timer: TimerHandle | None = None
+        self._recv_timer: TimerHandle | None = None
+        broker.attach(self)
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the transport, in order; any chunking."""
+        if self.closed:
+            return
+        self._read_since_tick = True
+        parser = self.parser
+        try:
+            parser.feed(data)
+            while not self.closed and (frame := parser.next_frame()) is not None:
+                self._handle(frame)
+        except ProtocolError as exc:
+            self.fail(exc.message)
+        except StompSessionError as exc:
+            self.fail(exc.message, detail=exc.detail, headers=exc.headers, receipt=self._receipt_of)
+        except Exception:
+            log.exception("session %s: internal error", self.id)
+            self.fail("internal server error", code=CLOSE_INTERNAL)
+
+    def _handle(self, frame: Frame) -> None:
+        self._receipt_of = frame.headers.get("receipt")
+        command = frame.command
+        if not self.connected:
+            if command in ("CONNECT", "STOMP"):
+                self._on_connect(frame)
+                return
+            raise StompSessionError(f"expected CONNECT, got {command}")
+        handler = self._HANDLERS.get(command)
+        if handler is None:  # CONNECT twice
+            raise StompSessionError(f"unexpected {command}: the session is already connected")
+        tx = frame.headers.get("transaction")
+        if tx is not None and command in ("SEND", "ACK", "NACK"):
+            self._buffer_in_transaction(tx, frame)
+        else:
+            handler(self, frame)
+        if command != "DISCONNECT" and self._receipt_of is not None and not self.closed:
+            self._send_receipt(self._receipt_of)
+
+    # -------------------------------------------------------------- CONNECT
+
+    def _on_connect(self, frame: Frame) -> None:
+        headers = frame.headers
+        accept = headers.get("accept-version")
+        offered = [v.strip() for v in accept.split(",")] if accept else ["1.0"]
+        common = [v for v in SUPPORTED_VERSIONS if v in offered]
+        if not common:
+            raise StompSessionError(
+                "Supported protocol versions are " + ",".join(SUPPORTED_VERSIONS),
+                detail=f"the client accepts {accept!r}",
+                headers={"version": ",".join(SUPPORTED_VERSIONS)},
+            )
+        version = common[-1]
+        creds = Credentials(dict(headers), self._handshake_headers, self._query)
+        try:
+            user = self.broker.authenticator.authenticate(creds)
+        except AuthError as exc:
+            self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY, version=version)
+            return
+        send_ms, recv_ms = 0, 0
+        settings = self.broker.settings
+        sx, sy = settings.heartbeat_send_ms, settings.heartbeat_receive_ms
+        if version != "1.0":
+            cx, cy = _parse_heartbeat(headers.get("heart-beat", "0,0"))
+            send_ms = 0 if sx == 0 or cy == 0 else max(sx, cy)
+            recv_ms = 0 if cx == 0 or sy == 0 else max(cx, sy)
+        self.version = version
+        self.parser.version = version
+        self.user = user
+        self.connected = True
+        self._cancel_timers()
+        connected = {
+            "version": version,
+            "heart-beat": f"{sx},{sy}",
+            "session": self.id,
+            "server": self.broker.server_name,
+        }
+        if user is not None:
+            connected["user-name"] = user
+        self._write(serialize(Frame("CONNECTED", connected), version), False)
+        self.broker.register(self)
+        if send_ms:
+            self._send_timer = self.scheduler.call_later(send_ms / 1000, lambda: self._send_tick(send_ms / 1000))
+        if recv_ms:
+            wait = recv_ms * settings.heartbeat_read_margin / 1000
+            self._recv_timer = self.scheduler.call_later(wait, lambda: self._recv_tick(wait))
+        log.debug("session %s connected: user=%s version=%s", self.id, user, version)
+
+    def _connect_timeout(self) -> None:
+        if not self.connected and not self.closed:
+            self.fail(
+                f"no CONNECT frame within {self.broker.settings.connect_timeout_s:g} s", code=CLOSE_POLICY
+            )
+
+    def _send_tick(self, interval_s: float) -> None:
+        """Send an EOL heart-beat unless a frame went out during the last interval."""
+        if self.closed:
+            return
+        if not self._wrote_since_tick:
+            self.out.send(b"\n", False)
+        self._wrote_since_tick = False
+        self._send_timer = self.scheduler.call_later(interval_s, lambda: self._send_tick(interval_s))
+
+    def _recv_tick(self, wait_s: float) -> None:
+        """Close a client that sent nothing, not even a heart-beat, for a whole interval."""
+        if self.closed:
+            return
+        if not self._read_since_tick:
+            self.fail(f"no data or heart-beat from the client for {wait_s:g} s", code=CLOSE_POLICY)
+            return
+        self._read_since_tick = False
+        self._recv_timer = self.scheduler.call_later(wait_s, lambda: self._recv_tick(wait_s))
+
+    # ----------------------------------------------------------------- frames
+
+    def _on_send(self, frame: Frame) -> None:
+        destination = _required(frame, "destination")
+        try:
+            target = self.broker.rules.send_target(destination)
+        except DestinationError as exc:
+            raise StompSessionError(str(exc)) from None
+        headers = {k: v for k, v in frame.headers.items() if k not in _CONTROLLED}
+        self.broker.publish(self.broker.message(target.destination, headers, frame.body, target.user), sender=self)
+
+    def _on_subscribe(self, frame: Frame) -> None:
+        destination = _required(frame, "destination")
+        sub_id = frame.headers.get("id")
+        if sub_id is None:
+            if self.version != "1.0":
+                raise StompSessionError("SUBSCRIBE frame has no id header")
+            sub_id = destination  # STOMP 1.0 makes id optional
+        if sub_id in self.subscriptions:
+            raise StompSessionError(f"subscription id {sub_id!r} is already in use in this session")
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise StompSessionError(f"more than {self.limits.max_subscriptions} subscriptions")
+        ack = frame.headers.get("ack", "auto")
+        if ack not in ACK_MODES:
+            raise StompSessionError(f"invalid ack mode {ack!r}: use auto, client or client-individual")
+        try:
+            target = self.broker.rules.subscribe_target(destination)
+        except DestinationError as exc:
+            raise StompSessionError(str(exc)) from None
+        user = None
+        if target.user is not None:
+            if self.user is None:
+                raise StompSessionError(f"cannot subscribe to {destination!r}: the session has no user")
+            user = self.user
+        head = (
+            b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
+        )
+        sub = Subscription(self, sub_id, target.destination, ack, user, head)
+        self.subscriptions[sub_id] = sub
+        self.broker.subscribe(sub)
+
+    def _on_unsubscribe(self, frame: Frame) -> None:
+        sub_id = frame.headers.get("id")
+        if sub_id is None:
+            if self.version != "1.0" or "destination" not in frame.headers:
+                raise StompSessionError("UNSUBSCRIBE frame has no id header")
+            sub_id = frame.headers["destination"]
+        sub = self.subscriptions.pop(sub_id, None)
+        if sub is None:
+            return  # unsubscribing twice is harmless
+        self._drop_subscription(sub)
+
+    def _drop_subscription(self, sub: Subscription) -> None:
+        self.broker.unsubscribe(sub)
+        for mid in sub.pending:
+            self._unacked.pop(mid, None)
+        sub.pending.clear()
+
+    def _on_ack(self, frame: Frame, nack: bool = False) -> None:
+        if self.version == "1.2":
+            mid = _required(frame, "id")
+        else:
+            mid = _required(frame, "message-id")
+        sub = self._unacked.get(mid)
+        if sub is None:
+            self._check_issued(mid, frame.command)
+            return  # already covered by an earlier cumulative ACK or NACK
+        if sub.ack == "client":
+            # cumulative: everything up to this message in that subscription
+            for pending in list(sub.pending):
+                del sub.pending[pending]
+                del self._unacked[pending]
+                if pending == mid:
+                    break
+        else:
+            del sub.pending[mid]
+            del self._unacked[mid]
+        self.broker.stats.acked += 0 if nack else 1
+        self.broker.stats.nacked += 1 if nack else 0
+
+    def _on_nack(self, frame: Frame) -> None:
+        if self.version == "1.0":
+            raise StompSessionError("NACK is not part of STOMP 1.0")
+        self._on_ack(frame, nack=True)
+
+    def _check_issued(self, mid: str, command: str) -> None:
+        prefix = self._mid_prefix.decode()
+        number = mid[len(prefix) :] if mid.startswith(prefix) else ""
+        if not number.isdigit() or int(number) >= self._next_mid:
+            raise StompSessionError(f"{command} for unknown message {mid!r}")
+
+    def _on_begin(self, frame: Frame) -> None:
+        tx = _required(frame, "transaction")
+        if tx in self._transactions:
+            raise StompSessionError(f"transaction {tx!r} is already open")
+        if len(self._transactions) >= self.limits.max_transactions:
+            raise StompSessionError(f"more than {self.limits.max_transactions} open transactions")
+        self._transactions[tx] = []
+
+    def _on_commit(self, frame: Frame) -> None:
+        frames = self._pop_transaction(frame)
+        for buffered in frames:
+            self._HANDLERS[buffered.command](self, buffered)
+
+    def _on_abort(self, frame: Frame) -> None:
+        self._pop_transaction(frame)
+
+    def _pop_transaction(self, frame: Frame) -> list[Frame]:
+        tx = _required(frame, "transaction")
+        frames = self._transactions.pop(tx, None)
+        if frames is None:
+            raise StompSessionError(f"{frame.command} of unknown transaction {tx!r}")
+        return frames
+
+    def _buffer_in_transaction(self, tx: str, frame: Frame) -> None:
+        frames = self._transactions.get(tx)
+        if frames is None:
+            raise StompSessionError(f"{frame.command} in unknown transaction {tx!r}")
+        if len(frames) >= self.limits.max_transaction_frames:
+            raise StompSessionError(f"more than {self.limits.max_transaction_frames} frames in transaction {tx!r}")
+        if frame.command == "SEND":
+            # Validate now so a bad destination fails at SEND, not at COMMIT.
+            try:
+                self.broker.rules.send_target(_required(frame, "destination"))
+            except DestinationError as exc:
+                raise StompSessionError(str(exc)) from None
+        frames.append(frame)
+
+    def _on_disconnect(self, frame: Frame) -> None:
+        receipt = frame.headers.get("receipt")
+        if receipt is not None:
+            self._send_receipt(receipt)
+        self.close(CLOSE_NORMAL, "disconnect")
+
+    _HANDLERS: dict[str, Callable[[Session, Frame], None]] = {
+        "SEND": _on_send,
+        "SUBSCRIBE": _on_subscribe,
+        "UNSUBSCRIBE": _on_unsubscribe,
+        "ACK": _on_ack,
+        "NACK": _on_nack,
+        "BEGIN": _on_begin,
+        "COMMIT": _on_commit,
+        "ABORT": _on_abort,
+        "DISCONNECT": _on_disconnect,
+    }
+
+    # ---------------------------------------------------------------- output
+
+    def _write(self, data: bytes, binary: bool) -> None:
+        self._wrote_since_tick = True
+        self.out.send(data, binary)
+
+    def _send_receipt(self, receipt: str) -> None:
+        self._write(serialize(Frame("RECEIPT", {"receipt-id": receipt}), self.version), False)
+
+    def deliver(self, sub: Subscription, message: Message) -> None:
+        """Write ``message`` as a MESSAGE frame for ``sub``; the broker's hot path."""
+        if self.closed:
+            return
+        n = self._next_mid
+        self._next_mid = n + 1
+        mid = self._mid_prefix + b"%d" % n
+        tail = message.tail(self.version)
+        if sub.ack == "auto":
+            data = b"".join((sub.head, mid, b"\n", tail))
+        else:
+            if len(self._unacked) >= self.limits.max_unacked:
+                self.fail(f"more than {self.limits.max_unacked} unacknowledged messages")
+                return
+            key = mid.decode()
+            sub.pending[key] = None
+            self._unacked[key] = sub
+            if self.version == "1.2":
+                data = b"".join((sub.head, mid, b"\nack:", mid, b"\n", tail))
+            else:
+                data = b"".join((sub.head, mid, b"\n", tail))
+        self._wrote_since_tick = True
+        self.out.send(data, message.binary)
+
+    def fail(
+        self,
+        message: str,
+        *,
+        code: int = CLOSE_PROTOCOL_ERROR,
+        detail: str = "",
+        headers: dict[str, str] | None = None,
+        receipt: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Send ERROR (flushed before the close) and close the session."""
+        if self.closed:
+            return
+        error = {"message": message, "content-type": "text/plain"}
+        if receipt is not None:
+            error["receipt-id"] = receipt
+        if headers:
+            error.update(headers)
+        body = (detail or message).encode("utf-8")
+        if code == CLOSE_INTERNAL:
+            log.error("session %s closed: %s", self.id, message)
+        else:
+            log.info("session %s (%s %s) closed: %s", self.id, self.remote, self.user or "-", message)
+        self.broker.stats.errors += 1
+        self._write(serialize(Frame("ERROR", error, body), version or self.version or "1.0"), False)
+        self.close(code, message)
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """End the session: drop its state from the broker, then close the transport."""
+        if self.closed:
+            return
+        self.closed = True
+        self._cleanup()
+        self.out.close(code, reason)
+
+    def connection_lost(self) -> None:
+        """The transport is gone (peer closed, network error)."""
+        if not self.closed:
+            self.closed = True
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._cancel_timers()
+        self._transactions.clear()  # open transactions abort
+        for sub in self.subscriptions.values():
+            self.broker.unsubscribe(sub)
+        self.subscriptions.clear()
+        self._unacked.clear()
+        self.broker.detach(self)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._connect_timer, self._send_timer, self._recv_timer):
+            if timer is not None:
+                timer.cancel()
+        self._connect_timer = self._send_timer = self._recv_timer = None
+
+
+def _required(frame: Frame, name: str) -> str:
+    value = frame.headers.get(name)
+    if value is None:
+        raise StompSessionError(f"{frame.command} frame has no {name} header")
+    return value
+
+
+def _parse_heartbeat(value: str) -> tuple[int, int]:
+    parts = value.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        cx, cy = int(parts[0]), int(parts[1])
+        if cx < 0 or cy < 0:
+            raise ValueError
+    except ValueError:
+        raise StompSessionError(f"invalid heart-beat header {value!r}: expected two non-negative integers") from None
+    return cx, cy

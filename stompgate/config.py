@@ -1,0 +1,342 @@
+"""Configuration: YAML file + ``STOMPGATE_...`` environment overrides, validated at load.
+
+The schema is the dataclasses below. Every problem is reported with the dotted
+key it concerns (``auth.jwt.secret: required when auth.mode is jwt``), all of them
+at once, and unknown keys are errors (with a suggestion) rather than ignored.
+
+Environment overrides use ``__`` between levels: ``STOMPGATE_SERVER__PORT=9000``,
+``STOMPGATE_AUTH__JWT__SECRET=...``. Values are read as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+ENV_PREFIX = "STOMPGATE_"
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each naming its key."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"invalid configuration{f' in {source}' if source else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# --------------------------------------------------------------------- schema
+
+
+@dataclass
+class TcpConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 61613
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    websocket_paths: list[str] = field(default_factory=lambda: ["/ws"])
+    # A session whose unsent output passes this many bytes is a slow consumer: closed.
+    max_outbound_buffer: int = 8 * 1024 * 1024
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        _port(self.port, f"{path}.port", problems)
+        _port(self.tcp.port, f"{path}.tcp.port", problems)
+        for i, ws_path in enumerate(self.websocket_paths):
+            if not ws_path.startswith("/"):
+                problems.append(f"{path}.websocket_paths[{i}]: must start with '/', got {ws_path!r}")
+        if len(set(self.websocket_paths)) != len(self.websocket_paths):
+            problems.append(f"{path}.websocket_paths: paths must be unique")
+        _positive(self.max_outbound_buffer, f"{path}.max_outbound_buffer", problems)
+
+
+@dataclass
+class HeartbeatConfig:
+    send_ms: int = 10_000
+    receive_ms: int = 10_000
+    # A peer is dead after receive interval x read_margin without a byte from it.
+    read_margin: float = 1.5
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        for name in ("send_ms", "receive_ms"):
+            if getattr(self, name) < 0:
+                problems.append(f"{path}.{name}: must be >= 0 (0 disables), got {getattr(self, name)}")
+        if self.read_margin < 1.0:
+            problems.append(f"{path}.read_margin: must be >= 1.0, got {self.read_margin}")
+
+
+@dataclass
+class StompConfig:
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    connect_timeout_s: float = 10.0
+    max_frame_size: int = 1024 * 1024
+    max_headers: int = 64
+    max_header_length: int = 8192
+    max_subscriptions: int = 1000
+    max_unacked: int = 10_000
+    max_transactions: int = 16
+    max_transaction_frames: int = 1000
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "heartbeat":
+                _positive(getattr(self, f.name), f"{path}.{f.name}", problems)
+
+
+@dataclass
+class DestinationsConfig:
+    broker_prefixes: list[str] = field(default_factory=lambda: ["/topic", "/queue"])
+    user_prefix: str = "/user/"
+    path_separator: str = "/"
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if not self.broker_prefixes:
+            problems.append(f"{path}.broker_prefixes: at least one prefix is required")
+        for i, prefix in enumerate(self.broker_prefixes):
+            if not prefix.startswith("/"):
+                problems.append(f"{path}.broker_prefixes[{i}]: must start with '/', got {prefix!r}")
+            if prefix.startswith(self.user_prefix.rstrip("/")):
+                problems.append(f"{path}.broker_prefixes[{i}]: {prefix!r} overlaps user_prefix")
+        if not self.user_prefix.startswith("/") or self.user_prefix == "/":
+            problems.append(f"{path}.user_prefix: must start with '/' and not be '/', got {self.user_prefix!r}")
+        if self.path_separator not in ("/", "."):
+            problems.append(f"{path}.path_separator: must be '/' or '.', got {self.path_separator!r}")
+
+
+@dataclass
+class JwtConfig:
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret: str | None = None
+    public_key: str | None = None
+    public_key_file: str | None = None
+    user_claim: str = "sub"
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = 0.0
+    require_exp: bool = True
+
+    def key(self) -> str:
+        if self.algorithm == "HS256":
+            assert self.secret is not None
+            return self.secret
+        if self.public_key:
+            return self.public_key
+        assert self.public_key_file is not None
+        return Path(self.public_key_file).read_text()
+
+
+@dataclass
+class AuthConfig:
+    mode: Literal["dev", "static", "jwt"] | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if self.mode is None:
+            problems.append(f"{path}.mode: required: one of dev, static, jwt")
+        if self.mode == "static" and not self.users:
+            problems.append(f"{path}.users: required when {path}.mode is static (user name: password)")
+        if self.mode == "jwt":
+            jwt = self.jwt
+            if jwt.algorithm == "HS256" and not jwt.secret:
+                problems.append(f"{path}.jwt.secret: required when {path}.mode is jwt and algorithm is HS256")
+            if jwt.algorithm == "RS256":
+                if not (jwt.public_key or jwt.public_key_file):
+                    problems.append(
+                        f"{path}.jwt.public_key: required (or public_key_file) when algorithm is RS256"
+                    )
+                elif jwt.public_key_file and not Path(jwt.public_key_file).is_file():
+                    problems.append(f"{path}.jwt.public_key_file: no such file: {jwt.public_key_file}")
+            if jwt.leeway_s < 0:
+                problems.append(f"{path}.jwt.leeway_s: must be >= 0")
+
+
+@dataclass
+class ApiConfig:
+    enabled: bool = True
+    key: str | None = None
+    prefix: str = "/api"
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if self.enabled and not self.key:
+            problems.append(f"{path}.key: required when {path}.enabled is true (or set {path}.enabled: false)")
+        if not self.prefix.startswith("/"):
+            problems.append(f"{path}.prefix: must start with '/', got {self.prefix!r}")
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass
+class Config:
+    node_id: str | None = None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    stomp: StompConfig = field(default_factory=StompConfig)
+    destinations: DestinationsConfig = field(default_factory=DestinationsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        ws = set(self.server.websocket_paths)
+        if self.api.enabled and any(p == self.api.prefix or p.startswith(self.api.prefix + "/") for p in ws):
+            problems.append(f"server.websocket_paths: a path lies under api.prefix {self.api.prefix!r}")
+
+
+# ----------------------------------------------------------------- validation
+
+
+def _port(value: int, key: str, problems: list[str]) -> None:
+    if not 0 <= value <= 65535:
+        problems.append(f"{key}: must be a port number 0-65535, got {value}")
+
+
+def _positive(value: float, key: str, problems: list[str]) -> None:
+    if value <= 0:
+        problems.append(f"{key}: must be > 0, got {value}")
+
+
+def _type_name(tp: Any) -> str:
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    return str(tp)
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    """Check ``value`` against the annotation ``tp``; append problems, return the value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key, problems)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            problems.append(f"{key}: must be one of {choices}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            problems.append(f"{key}: expected a mapping, got {_shown(value)}")
+            return tp()
+        return _build(tp, value, key, problems)
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {_shown(value)}")
+            return []
+        return [_convert(args[0], v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            problems.append(f"{key}: expected a mapping, got {_shown(value)}")
+            return {}
+        return {str(k): _convert(args[1], v, f"{key}.{k}", problems) for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. a numeric password
+    if tp in (int, bool, str) and (type(value) is tp):
+        return value
+    problems.append(f"{key}: expected {_type_name(tp)}, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        dotted = f"{path}.{key}" if path else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(names)})"
+            problems.append(f"{dotted}: unknown key{hint}")
+            continue
+        kwargs[key] = _convert(hints[key], value, dotted, problems)
+    return cls(**kwargs)
+
+
+def _validate_tree(obj: Any, path: str, problems: list[str]) -> None:
+    """Run every section's ``validate`` (after types are known to be right)."""
+    for f in dataclasses.fields(obj):
+        child = getattr(obj, f.name)
+        if dataclasses.is_dataclass(child):
+            _validate_tree(child, f"{path}.{f.name}" if path else f.name, problems)
+    if hasattr(obj, "validate"):
+        obj.validate(path or "config", problems)
+
+
+def _env_overrides(env: Mapping[str, str], data: dict[str, Any]) -> None:
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if not isinstance(nxt, dict):
+                nxt = node[k] = {}
+            node = nxt
+        node[keys[-1]] = value
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, merge the environment into, and validate a configuration."""
+    source = str(path) if path is not None else "defaults"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"cannot read the file: {exc.strerror}"], source) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"not valid YAML: {exc}"], source) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"the top level must be a mapping, got {_shown(loaded)}"], source)
+        data = loaded
+    _env_overrides(os.environ if env is None else env, data)
+    problems: list[str] = []
+    config = _build(Config, data, "", problems)
+    if not problems:
+        _validate_tree(config, "", problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return config

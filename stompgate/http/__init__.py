@@ -1,0 +1,1 @@
+"""HTTP endpoints on the same server: the publish API and health."""

@@ -1,0 +1,147 @@
+"""The publish API: backends push to users and destinations over HTTP.
+
+``POST {prefix}/send-to-user`` mirrors the seed's ``/wsTemplate/sendToUser``
+(and Spring's ``convertAndSendToUser``); ``POST {prefix}/publish`` mirrors
+``convertAndSend``. JSON in, JSON out; a 4xx says what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..broker.destinations import DestinationError
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+_RESERVED = frozenset(
+    {"destination", "message-id", "subscription", "content-length", "ack", "receipt", "transaction"}
+)
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _payload(data: dict[str, Any], headers: dict[str, str]) -> bytes:
+    """The body, and a default content-type that says how it was encoded."""
+    has_text = "payload" in data
+    has_b64 = "payload_base64" in data
+    if has_text == has_b64:
+        raise BadRequest("give exactly one of 'payload' (text or JSON) and 'payload_base64'")
+    if has_b64:
+        raw = data["payload_base64"]
+        if not isinstance(raw, str):
+            raise BadRequest("'payload_base64' must be a base64 string")
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("'payload_base64' is not valid base64") from None
+        headers.setdefault("content-type", "application/octet-stream")
+        return body
+    payload = data["payload"]
+    if isinstance(payload, str):
+        headers.setdefault("content-type", "text/plain;charset=UTF-8")
+        return payload.encode("utf-8")
+    headers.setdefault("content-type", "application/json")
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _headers(data: dict[str, Any]) -> dict[str, str]:
+    raw = data.get("headers", {})
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadRequest("'headers' must be an object of header names to string values")
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise BadRequest(f"headers.{name}: must be a string or a number")
+        if name.lower() in _RESERVED:
+            raise BadRequest(f"headers.{name}: set by the broker, not by the publisher")
+        if not name or any(c in name for c in ":\r\n"):
+            raise BadRequest(f"headers.{name!r}: invalid header name")
+        out[name] = str(value)
+    return out
+
+
+def _string(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"'{key}' is required and must be a non-empty string")
+    return value
+
+
+class PublishApi:
+    def __init__(self, broker: Broker, api_key: str) -> None:
+        self.broker = broker
+        self._key = api_key.encode("utf-8")
+
+    def _authorized(self, request: web.Request) -> bool:
+        given = request.headers.get("X-API-Key")
+        if given is None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else ""
+        return hmac.compare_digest(given.encode("utf-8"), self._key)
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return data
+
+    async def _run(self, request: web.Request, user_route: bool) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+        try:
+            data = await self._json(request)
+            destination = _string(data, "destination")
+            headers = _headers(data)
+            body = _payload(data, headers)
+            rules = self.broker.rules
+            if user_route:
+                user = _string(data, "user")
+                if destination.startswith(rules.user_prefix):  # "/user/queue/x" accepted too
+                    destination = destination[len(rules.user_root) :]
+                if not rules.is_broker(destination):
+                    raise BadRequest(
+                        f"destination {destination!r} must start with a broker prefix "
+                        f"({', '.join(rules.broker_prefixes)})"
+                    )
+            else:
+                try:
+                    target = rules.send_target(destination)
+                except DestinationError as exc:
+                    raise BadRequest(str(exc)) from None
+                destination, user = target.destination, target.user
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        if len(body) > self.broker.limits.max_frame_size:
+            return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
+        delivered = self.broker.publish(self.broker.message(destination, headers, body, user))
+        return web.json_response({"delivered": delivered})
+
+    async def send_to_user(self, request: web.Request) -> web.Response:
+        return await self._run(request, user_route=True)
+
+    async def publish(self, request: web.Request) -> web.Response:
+        return await self._run(request, user_route=False)
+
+    def routes(self, prefix: str) -> list[web.RouteDef]:
+        return [
+            web.post(f"{prefix}/send-to-user", self.send_to_user),
+            web.post(f"{prefix}/publish", self.publish),
+        ]

@@ -1,0 +1,1 @@
+"""Adapters that carry session bytes: aiohttp WebSocket and plain TCP."""

@@ -1,0 +1,68 @@
+"""Plain STOMP over TCP (as RabbitMQ and ActiveMQ serve on 61613), same sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..broker.session import CLOSE_POLICY, Session
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+class StompTcpProtocol(asyncio.Protocol):
+    """One TCP connection; it is also the session's Outbound."""
+
+    def __init__(self, broker: Broker, max_outbound_buffer: int) -> None:
+        self._broker = broker
+        self._limit = max_outbound_buffer
+        self._transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.session = Session(
+            self._broker,
+            self,
+            asyncio.get_running_loop(),
+            transport="tcp",
+            remote=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or ""),
+        )
+
+    def data_received(self, data: bytes) -> None:
+        assert self.session is not None
+        self.session.receive_data(data)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+
+    # Outbound
+    def send(self, data: bytes, binary: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._limit and self.session is not None:
+            log.warning("session %s: slow consumer; closing", self.session.id)
+            self.session.close(CLOSE_POLICY, "slow consumer")
+
+    def close(self, code: int, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.close()  # flushes what is buffered, then closes
+
+
+async def start_tcp_server(broker: Broker, host: str, port: int, max_outbound_buffer: int) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: StompTcpProtocol(broker, max_outbound_buffer), host, port, reuse_address=True
+    )
