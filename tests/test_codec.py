@@ -191,6 +191,8 @@ def test_header_value_whitespace_is_preserved():
     """STOMP does not trim header values; spaces around them are significant."""
     frame = parse_one(b"SEND\nfoo:  bar \nbaz: \t \n\n\0")
     assert frame.headers == {"foo": "  bar ", "baz": " \t "}
+    frame = parse_one(b"SEND\r\nfoo:  bar \r\nbaz: \t \r\n\r\n\0")  # only the CR is dropped
+    assert frame.headers == {"foo": "  bar ", "baz": " \t "}
 
 
 def test_content_length_body_may_contain_nul():
@@ -241,7 +243,9 @@ def test_body_longer_than_content_length_detected_incrementally():
         parser.next_frame()
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "", " ", "+1", "0x10", "1e3", "1 2", "\u0663", "\u00b2"])
+@pytest.mark.parametrize(
+    "value", ["-1", "abc", "1.5", "", " ", "+1", "0x10", "1e3", "1 2", "\u0663", "\u00b2"]
+)
 def test_invalid_content_length(value):
     """content-length must be a non-negative ASCII decimal integer."""
     with pytest.raises(MalformedFrame):
@@ -668,7 +672,9 @@ def test_serialize_connect_and_connected_unescaped(command, version):
 
 
 def test_serialize_utf8():
-    assert serialize(Frame("MESSAGE", {"ä": "✓"}, b"\xff")) == "MESSAGE\nä:✓\ncontent-length:1\n\n".encode() + b"\xff\0"
+    """Header text is written as UTF-8; the body is copied as is."""
+    wire = serialize(Frame("MESSAGE", {"ä": "✓"}, b"\xff"))
+    assert wire == "MESSAGE\nä:✓\ncontent-length:1\n\n".encode() + b"\xff\0"
 
 
 def test_encode_headers():
@@ -749,6 +755,20 @@ def test_round_trip(case, data):
     assert parser.buffered == 0
 
 
+@settings(PROPERTY, max_examples=200)
+@given(frame=frames_for("1.2"), data=st.data())
+def test_round_trip_with_crlf_lines(frame, data):
+    """A 1.2 peer may end every header-block line with CRLF; the result is the same."""
+    wire = serialize(frame, "1.2")
+    head, _, rest = wire.partition(b"\n\n")
+    wire = head.replace(b"\n", b"\r\n") + b"\r\n\r\n" + rest
+    cuts = data.draw(split_points(len(wire)), label="cuts")
+    parser = FrameParser(commands=ALL_COMMANDS, version="1.2")
+    [got] = feed_in_chunks(parser, wire, cuts)
+    assert (got.command, got.body) == (frame.command, frame.body)
+    assert {k: v for k, v in got.headers.items() if k != "content-length"} == frame.headers
+
+
 # -- robustness
 
 _TOKENS = [
@@ -781,7 +801,7 @@ def mutated_frames(draw):
 
 # Command line, header lines and body made of protocol-significant tokens.
 frame_shaped = st.builds(
-    lambda command, lines, body: command + b"\n" + b"".join(line + b"\n" for line in lines) + b"\n" + body + b"\0",
+    lambda command, lines, body: b"\n".join([command, *lines, b"", body + b"\0"]),
     st.sampled_from(sorted(c.encode() for c in ALL_COMMANDS)),
     st.lists(st.lists(st.sampled_from(_TOKENS), max_size=5).map(b"".join), max_size=5),
     st.binary(max_size=8),

@@ -80,6 +80,8 @@ class FrameParser:
     def feed(self, data: bytes) -> None:
         if not data:
             return
+        if type(data) is not bytes:
+            data = bytes(data)  # never keep (and later grow) a caller's mutable buffer
         if self._pos >= len(self._buf):
             # Nothing pending: parse straight from the caller's bytes, no copy.
             self._buf = data
@@ -167,7 +169,7 @@ class FrameParser:
             if line.endswith("\r"):
                 line = line[:-1]
             if len(line) > max_len:
-                raise HeaderTooLong(f"header line longer than {max_len} bytes")
+                raise HeaderTooLong(f"header line longer than {max_len} characters")
             name, colon, value = line.partition(":")
             if not colon:
                 raise MalformedFrame(f"header line without ':': {line[:60]!r}")

@@ -1,0 +1,156 @@
+"""Configuration loading, validation messages, environment overrides, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stompgate.config import ConfigError, load_config
+
+from .nodes import ROOT, free_port
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def problems(tmp_path: Path, data: object, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env=env or {})
+    return info.value.problems
+
+
+def test_top_level_config_is_valid_and_single_node() -> None:
+    config = load_config(ROOT / "config.yaml", env={})
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8080)
+    assert config.server.websocket_paths == ["/ws"]
+    assert config.auth.mode == "dev"
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"auth": {"mode": "dev"}, "server": {"prot": 1}}, "server.prot: unknown key (did you mean 'port'?)"),
+        ({"auth": {"mode": "dev"}, "server": {"port": "abc"}}, "server.port: expected an integer, got 'abc'"),
+        ({"auth": {"mode": "dev"}, "server": {"port": 70000}}, "server.port: must be a port number 0-65535, got 70000"),
+        ({"auth": {"mode": "jwt"}, "api": {"enabled": False}}, "auth.jwt.secret: required when auth.mode is jwt"),
+        (
+            {"auth": {"mode": "jwt", "jwt": {"algorithm": "RS256"}}, "api": {"enabled": False}},
+            "auth.jwt.public_key: required (or public_key_file) when algorithm is RS256",
+        ),
+        ({"auth": {"mode": "static"}, "api": {"enabled": False}}, "auth.users: required when auth.mode is static"),
+        ({"auth": {"mode": "magic"}}, "auth.mode: must be one of dev, static, jwt, got 'magic'"),
+        ({"api": {"enabled": False}}, "auth.mode: required: one of dev, static, jwt"),
+        ({"auth": {"mode": "dev"}}, "api.key: required when api.enabled is true"),
+        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"max_frame_size": 0}}, "stomp.max_frame_size: must be > 0"),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"heartbeat": {"read_margin": 0.5}}},
+            "stomp.heartbeat.read_margin: must be >= 1.0",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "destinations": {"broker_prefixes": ["topic"]}},
+            "destinations.broker_prefixes[0]: must start with '/'",
+        ),
+        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"websocket_paths": "/ws"}}, "server.websocket_paths: expected a list"),
+        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "unknown": 1}, "unknown: unknown key"),
+    ],
+)
+def test_each_problem_names_its_key(tmp_path: Path, data: dict, expected: str) -> None:
+    found = problems(tmp_path, data)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"server": {"prot": 1, "host": [5]}, "stomp": {"max_headers": "x"}})
+    assert len(found) == 3, found
+
+
+def test_yaml_and_file_errors(tmp_path: Path) -> None:
+    assert "not valid YAML" in problems(tmp_path, "server: [unclosed")[0]
+    assert "top level must be a mapping" in problems(tmp_path, "- a\n- b\n")[0]
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "missing.yaml", env={})
+    assert "cannot read the file" in str(info.value)
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}})
+    env = {
+        "STOMPGATE_SERVER__PORT": "9123",
+        "STOMPGATE_AUTH__MODE": "jwt",
+        "STOMPGATE_AUTH__JWT__SECRET": "from-env",
+        "STOMPGATE_DESTINATIONS__BROKER_PREFIXES": "[/topic, /exchange]",
+        "OTHER_VAR": "ignored",
+    }
+    config = load_config(path, env=env)
+    assert config.server.port == 9123
+    assert config.auth.mode == "jwt" and config.auth.jwt.secret == "from-env"
+    assert config.destinations.broker_prefixes == ["/topic", "/exchange"]
+    found = problems(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}, env={"STOMPGATE_SERVER__PORT": "x"})
+    assert found == ["server.port: expected an integer, got 'x'"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stompgate", *args], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    ok = run_cli("check-config", str(ROOT / "config.yaml"))
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    bad = run_cli("check-config", str(write(tmp_path, {"auth": {"mode": "jwt"}, "api": {"key": "k"}})))
+    assert bad.returncode == 2
+    assert "auth.jwt.secret: required when auth.mode is jwt" in bad.stderr
+
+
+def test_serve_port_override_and_bad_port(tmp_path: Path) -> None:
+    """`stompgate serve --config config.yaml --port N` listens on N, not on the file's port."""
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stompgate", "serve", "--config", str(ROOT / "config.yaml"), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    assert resp.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "node did not start"
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "development only" in out  # the dev-login warning
+    assert f":{port}" in out
+    bad = run_cli("serve", "--config", str(ROOT / "config.yaml"), "--port", "99999")
+    assert bad.returncode == 2 and "--port" in bad.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run_cli("serve", "--config", str(ROOT / "config.yaml"), "--port", str(port))
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr
