@@ -163,10 +163,13 @@ class FrameParser:
         if len(lines) - 1 > self.max_headers:
             raise TooManyHeaders(f"more than {self.max_headers} headers")
         version = None if command in UNESCAPED_COMMANDS else self.version
+        # Most frames have neither CRs nor escapes: skip that work per line then.
+        has_cr = "\r" in text
+        escaped = version is not None and "\\" in text
         max_len = self.max_header_length
         headers: dict[str, str] = {}
         for line in lines[1:]:
-            if line.endswith("\r"):
+            if has_cr and line.endswith("\r"):
                 line = line[:-1]
             if len(line) > max_len:
                 raise HeaderTooLong(f"header line longer than {max_len} characters")
@@ -175,7 +178,7 @@ class FrameParser:
                 raise MalformedFrame(f"header line without ':': {line[:60]!r}")
             if not name:
                 raise MalformedFrame("header line with an empty name")
-            if version is not None:
+            if escaped:
                 name = unescape(name, version)
                 value = unescape(value, version)
             if name not in headers:
