@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 import websockets
 
-from stompgate.stomp import Frame, serialize
+from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
 
 from .stompclient import WsStomp
 
@@ -168,3 +168,61 @@ async def test_sigterm_tells_every_client_and_exits_cleanly(node_factory) -> Non
         assert error.headers["message"] == "server shutting down"
         assert (await c.expect_closed()).code == 1012
     assert await asyncio.to_thread(node.proc.wait, 10) == 0
+
+
+async def test_jwt_from_the_handshake(node_factory) -> None:
+    """Browsers cannot set CONNECT-time headers on the handshake: access_token and Authorization work."""
+    import time
+
+    import jwt
+
+    node = node_factory({"auth": {"mode": "jwt", "jwt": {"secret": "k" * 32}}})
+    token = jwt.encode({"sub": "erin", "exp": int(time.time()) + 60}, "k" * 32, algorithm="HS256")
+    for url, headers in [
+        (f"{node.ws_url}?access_token={token}", {}),
+        (node.ws_url, {"Authorization": f"Bearer {token}"}),
+    ]:
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await ws.send(serialize(Frame("CONNECT", {"accept-version": "1.2"})).decode())
+            reply = await asyncio.wait_for(ws.recv(), 5)
+            assert reply.startswith("CONNECTED\n") and "\nuser-name:erin\n" in reply
+    expired = jwt.encode({"sub": "erin", "exp": int(time.time()) - 60}, "k" * 32, algorithm="HS256")
+    async with websockets.connect(f"{node.ws_url}?access_token={expired}") as ws:
+        await ws.send(serialize(Frame("CONNECT", {"accept-version": "1.2"})).decode())
+        parser = FrameParser(commands=ALL_COMMANDS, version="1.2")
+        parser.feed((await asyncio.wait_for(ws.recv(), 5)).encode())
+        error = parser.next_frame()
+        assert error is not None and error.command == "ERROR"
+        assert error.headers["message"] == "authentication failed: token expired"
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+
+
+async def test_slow_consumer_is_closed_and_others_keep_going(node_factory) -> None:
+    """A subscriber that stops reading is cut off at max_outbound_buffer, not buffered forever."""
+    import socket
+
+    node = node_factory({"server": {"max_outbound_buffer": 256 * 1024}})
+    stuck = socket.create_connection(("127.0.0.1", node.tcp_port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(
+        serialize(Frame("CONNECT", {"accept-version": "1.2", "login": "stuck", "heart-beat": "0,0"}))
+        + serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/topic/flood", "receipt": "r"}))
+    )
+    stuck.settimeout(5)
+    got = b""
+    while b"receipt-id:r" not in got:
+        got += stuck.recv(4096)
+    healthy = await WsStomp.connect(node.ws_url, "healthy")
+    await healthy.subscribe("/topic/other")
+    sender = await WsStomp.connect(node.ws_url, "sender")
+    chunk = b"y" * 64 * 1024
+    for _ in range(200):  # 12.5 MiB in all: far past kernel buffers and the 256 KiB limit
+        await sender.publish("/topic/flood", chunk, receipt=False)
+        if "slow consumer" in node.log():
+            break
+    await sender.publish("/topic/other", "after")
+    assert (await healthy.recv()).body == b"after"
+    assert "slow consumer" in node.log()
+    stuck.close()

@@ -124,7 +124,7 @@ class Broker:
         shown = self.rules.user_root + destination if user is not None else destination
         return Message(destination, headers, body, user=user, shown=shown)
 
-    def publish(self, message: Message, sender: Session | None = None) -> int:
+    def publish(self, message: Message) -> int:
         """Route a message from a client, the HTTP API or the template; returns deliveries here."""
         self.stats.messages_published += 1
         return self.dispatch(message)

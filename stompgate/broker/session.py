@@ -260,7 +260,7 @@ class Session:
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
         headers = {k: v for k, v in frame.headers.items() if k not in _CONTROLLED}
-        self.broker.publish(self.broker.message(target.destination, headers, frame.body, target.user), sender=self)
+        self.broker.publish(self.broker.message(target.destination, headers, frame.body, target.user))
 
     def _on_subscribe(self, frame: Frame) -> None:
         destination = _required(frame, "destination")

@@ -24,8 +24,8 @@ class StompTcpProtocol(asyncio.Protocol):
         self.session: Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.session = Session(
             self._broker,
