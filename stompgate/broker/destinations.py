@@ -94,27 +94,38 @@ def has_wildcard(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern
 
 
+class AntPattern:
+    """A compiled Ant-style pattern (Spring's AntPathMatcher semantics).
+
+    ``?`` is one character and ``*`` any run within a segment; a ``**`` segment
+    spans zero or more whole segments, so ``/topic/**`` matches ``/topic`` and
+    ``/a/**/b`` matches ``/a/b``. Matching runs on the destination with a
+    separator put in front, so every segment, the first included, is
+    "separator + text" and ``**`` is simply "zero or more of those".
+    """
+
+    __slots__ = ("pattern", "separator", "_regex")
+
+    def __init__(self, pattern: str, separator: str) -> None:
+        sep = re.escape(separator)
+        segment = f"{sep}[^{sep}]*"
+        parts = []
+        for seg in pattern.split(separator):
+            if seg == "**":
+                parts.append(f"(?:{segment})*")
+            else:
+                piece = "".join(
+                    f"[^{sep}]*" if ch == "*" else f"[^{sep}]" if ch == "?" else re.escape(ch) for ch in seg
+                )
+                parts.append(sep + piece)
+        self.pattern = pattern
+        self.separator = separator
+        self._regex = re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+    def match(self, destination: str) -> bool:
+        return self._regex.match(self.separator + destination) is not None
+
+
 @lru_cache(maxsize=4096)
-def compile_pattern(pattern: str, separator: str = "/") -> re.Pattern[str]:
-    """Ant-style pattern -> regex: ``?`` one char, ``*`` within a segment, ``**`` any segments."""
-    sep = re.escape(separator)
-    not_sep = f"[^{sep}]"
-    segments = pattern.split(separator)
-    out: list[str] = []
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == "**":
-            # zero or more whole segments, including their separators
-            out.append(f"(?:.*{sep})?" if not last else ".*")
-            continue
-        piece = "".join(
-            f"{not_sep}*" if ch == "*" else not_sep if ch == "?" else re.escape(ch) for ch in seg
-        )
-        out.append(piece if last else piece + sep)
-    regex = "".join(out)
-    # "/topic/**" also matches "/topic" itself, as Spring's AntPathMatcher does.
-    if pattern.endswith(separator + "**"):
-        head = re.escape(pattern[: -len(separator) - 2])
-        if not has_wildcard(pattern[: -len(separator) - 2]):
-            regex = f"(?:{regex}|{head})"
-    return re.compile(regex + r"\Z", re.DOTALL)
+def compile_pattern(pattern: str, separator: str = "/") -> AntPattern:
+    return AntPattern(pattern, separator)

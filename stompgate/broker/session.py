@@ -195,7 +195,7 @@ class Session:
         try:
             user = self.broker.authenticator.authenticate(creds)
         except AuthError as exc:
-            self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY, version=version)
+            self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
             return
         send_ms, recv_ms = 0, 0
         settings = self.broker.settings
@@ -209,12 +209,11 @@ class Session:
         self.user = user
         self.connected = True
         self._cancel_timers()
-        connected = {
-            "version": version,
-            "heart-beat": f"{sx},{sy}",
-            "session": self.id,
-            "server": self.broker.server_name,
-        }
+        connected = {"version": version}
+        if version != "1.0":  # heart-beats arrived with 1.1
+            connected["heart-beat"] = f"{sx},{sy}"
+        connected["session"] = self.id
+        connected["server"] = self.broker.server_name
         if user is not None:
             connected["user-name"] = user
         self._write(serialize(Frame("CONNECTED", connected), version), False)
@@ -337,9 +336,11 @@ class Session:
         self._on_ack(frame, nack=True)
 
     def _check_issued(self, mid: str, command: str) -> None:
+        """ERROR for an id this session never sent (settled ones are fine)."""
         prefix = self._mid_prefix.decode()
         number = mid[len(prefix) :] if mid.startswith(prefix) else ""
-        if not number.isdigit() or int(number) >= self._next_mid:
+        issued = number.isascii() and number.isdigit() and not number.startswith("0")
+        if not issued or int(number) >= self._next_mid:
             raise StompSessionError(f"{command} for unknown message {mid!r}")
 
     def _on_begin(self, frame: Frame) -> None:
@@ -351,8 +352,11 @@ class Session:
         self._transactions[tx] = []
 
     def _on_commit(self, frame: Frame) -> None:
-        frames = self._pop_transaction(frame)
-        for buffered in frames:
+        # Buffered frames were validated on arrival, so COMMIT applies all of them
+        # unless applying one closes the session (e.g. max_unacked).
+        for buffered in self._pop_transaction(frame):
+            if self.closed:
+                return
             self._HANDLERS[buffered.command](self, buffered)
 
     def _on_abort(self, frame: Frame) -> None:
@@ -371,12 +375,18 @@ class Session:
             raise StompSessionError(f"{frame.command} in unknown transaction {tx!r}")
         if len(frames) >= self.limits.max_transaction_frames:
             raise StompSessionError(f"more than {self.limits.max_transaction_frames} frames in transaction {tx!r}")
+        # Validate now, so a bad frame fails on arrival and COMMIT is all-or-nothing.
         if frame.command == "SEND":
-            # Validate now so a bad destination fails at SEND, not at COMMIT.
             try:
                 self.broker.rules.send_target(_required(frame, "destination"))
             except DestinationError as exc:
                 raise StompSessionError(str(exc)) from None
+        else:
+            if frame.command == "NACK" and self.version == "1.0":
+                raise StompSessionError("NACK is not part of STOMP 1.0")
+            mid = _required(frame, "id" if self.version == "1.2" else "message-id")
+            if mid not in self._unacked:
+                self._check_issued(mid, frame.command)
         frames.append(frame)
 
     def _on_disconnect(self, frame: Frame) -> None:
@@ -438,9 +448,12 @@ class Session:
         detail: str = "",
         headers: dict[str, str] | None = None,
         receipt: str | None = None,
-        version: str | None = None,
     ) -> None:
-        """Send ERROR (flushed before the close) and close the session."""
+        """Send ERROR (flushed before the close) and close the session.
+
+        Before CONNECTED the client cannot know the version, so the ERROR is
+        written unescaped (as CONNECT/CONNECTED are).
+        """
         if self.closed:
             return
         error = {"message": message, "content-type": "text/plain"}
@@ -454,7 +467,7 @@ class Session:
         else:
             log.info("session %s (%s %s) closed: %s", self.id, self.remote, self.user or "-", message)
         self.broker.stats.errors += 1
-        self._write(serialize(Frame("ERROR", error, body), version or self.version or "1.0"), False)
+        self._write(serialize(Frame("ERROR", error, body), self.version if self.connected else None), False)
         self.close(code, message)
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:

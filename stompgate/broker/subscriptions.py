@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from .destinations import compile_pattern, has_wildcard
+from .destinations import AntPattern, compile_pattern, has_wildcard
 
 if TYPE_CHECKING:
-    import re
-
     from .session import Session
 
 ACK_MODES = ("auto", "client", "client-individual")
@@ -46,7 +44,7 @@ class SubscriptionIndex:
     def __init__(self, separator: str = "/") -> None:
         self.separator = separator
         self._exact: dict[str, dict[Subscription, None]] = {}
-        self._patterns: dict[str, tuple[re.Pattern[str], dict[Subscription, None]]] = {}
+        self._patterns: dict[str, tuple[AntPattern, dict[Subscription, None]]] = {}
         self._match_cache: dict[str, list[dict[Subscription, None]]] = {}
 
     def __bool__(self) -> bool:
@@ -83,7 +81,7 @@ class SubscriptionIndex:
     def _pattern_groups(self, destination: str) -> list[dict[Subscription, None]]:
         groups = self._match_cache.get(destination)
         if groups is None:
-            groups = [subs for regex, subs in self._patterns.values() if regex.match(destination)]
+            groups = [subs for pattern, subs in self._patterns.values() if pattern.match(destination)]
             if len(self._match_cache) >= self._CACHE_LIMIT:
                 self._match_cache.clear()
             self._match_cache[destination] = groups
