@@ -95,10 +95,11 @@ class Node:
         cfg = self.config.server
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, backlog=1024)
-        await site.start()
+        # TCP first: once /health answers, every listener accepts connections.
         if cfg.tcp.enabled:
             self._tcp = await start_tcp_server(self.broker, cfg.tcp.host, cfg.tcp.port, cfg.max_outbound_buffer)
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, backlog=1024)
+        await site.start()
         log.info(
             "stompgate %s node %s listening on http://%s:%d (websocket: %s; api: %s; tcp: %s)",
             __version__,
