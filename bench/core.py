@@ -37,6 +37,9 @@ class NoTimer:
 
 
 class NoScheduler:
+    def time(self) -> float:
+        return time.monotonic()
+
     def call_later(self, delay, cb):
         return NoTimer()
 

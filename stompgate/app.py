@@ -116,9 +116,9 @@ class Node:
         if self._tcp is not None:
             self._tcp.close()
         self.broker.shutdown()
-        tasks = [o.close_task for o in self._outbounds if o.close_task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=3)
+        handlers = [o.done for o in self._outbounds]
+        if handlers:  # closing handshakes, bounded
+            await asyncio.wait(handlers, timeout=6)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._tcp is not None:

@@ -97,6 +97,9 @@ class ManualClock:
         self.now = 0.0
         self.timers: list[Timer] = []
 
+    def time(self) -> float:
+        return self.now
+
     def call_later(self, delay: float, callback: Callable[[], Any]) -> Timer:
         assert delay > 0, delay
         timer = Timer(self.now + delay, delay, callback)
@@ -475,7 +478,9 @@ def test_heartbeat_negotiation(
     client = env.connected(heart_beat=client_hb)
     connect_timer = env.clock.timers[0]
     assert connect_timer.cancelled
-    assert env.clock.pending_delays() == sorted(d for d in (send_s, recv_s) if d is not None)
+    # the send side ticks every half interval (see test_send_ticks_keep_gaps_within_the_interval)
+    half = send_s / 2 if send_s is not None else None
+    assert env.clock.pending_delays() == sorted(d for d in (half, recv_s) if d is not None)
     assert client.session.connected
 
 
@@ -488,51 +493,72 @@ def test_no_heart_beat_header_means_none(env: Env) -> None:
 def test_read_margin_setting() -> None:
     """The receive timeout is the negotiated interval times heartbeat_read_margin."""
     env = make_env(heartbeat_read_margin=2.0)
-    env.connected(heart_beat="4000,0")
-    assert env.clock.pending_delays() == [20.0]
+    env.connected(heart_beat="20000,0")
+    assert env.clock.pending_delays() == [40.0]
 
 
-def test_send_tick_sends_eol_only_when_idle(env: Env) -> None:
-    """A send tick writes b"\\n" only if nothing else was written during the interval."""
+def write_times(client: Client, env: Env, until: float, step: float = 0.5) -> list[float]:
+    """Advance the clock to ``until`` in steps, noting when the session wrote anything."""
+    times = [env.clock.now]
+    seen = len(client.out.writes)
+    while env.clock.now < until:
+        env.clock.advance(step)
+        if len(client.out.writes) > seen:
+            seen = len(client.out.writes)
+            times.append(env.clock.now)
+    return times
+
+
+def test_send_ticks_keep_gaps_within_the_interval(env: Env) -> None:
+    """The server writes something at least once per negotiated interval, from CONNECTED on.
+
+    Clients close a connection silent for about 2x the interval, so a first EOL
+    after 2x (a tick per interval that skips when CONNECTED was written) races them.
+    """
+    client = env.connected(heart_beat="0,20000")
+    times = write_times(client, env, 200)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and max(gaps) <= 20, gaps
+    client.frames()
+    assert client.heartbeats == len(gaps)
+    assert client.out.closes == []
+
+
+def test_traffic_replaces_heartbeats(env: Env) -> None:
+    """An EOL is only sent when nothing else was written in the last half interval."""
     client = env.connected(heart_beat="0,20000")
     client.subscribe("/topic/t")
-    assert env.clock.pending_delays() == [20.0]
-    env.clock.advance(20)  # CONNECTED was written in this interval
-    assert client.out.writes[-1][0] != b"\n"
-    env.clock.advance(20)  # idle
-    assert client.out.writes[-1] == (b"\n", False)
-    env.clock.advance(20)
-    assert [w for w in client.out.writes if w[0] == b"\n"] == [(b"\n", False)] * 2
     other = env.connected("bob")
-    env.clock.advance(10)
-    other.publish("/topic/t", b"hi")  # a MESSAGE counts as traffic
-    env.clock.advance(10)
+    for _ in range(20):  # a MESSAGE every 5 s: never idle for a half interval
+        env.clock.advance(5)
+        other.publish("/topic/t", b"hi")
     client.frames()
-    assert client.heartbeats == 2
-    env.clock.advance(20)
+    assert client.heartbeats == 0
+    env.clock.advance(20)  # idle: now heart-beats come
     client.frames()
-    assert client.heartbeats == 3
+    assert client.heartbeats >= 1
     assert client.out.closes == []
 
 
 def test_receipt_counts_as_traffic_for_send_ticks(env: Env) -> None:
     """Any frame the server writes (here a RECEIPT) makes the next tick silent."""
     client = env.connected(heart_beat="0,20000")
-    env.clock.advance(20)
-    env.clock.advance(19)
+    env.clock.advance(9)
     client.send("SUBSCRIBE", {"id": "0", "destination": "/topic/a", "receipt": "r"})
-    env.clock.advance(1)
+    env.clock.advance(1)  # tick at 10 s: the RECEIPT was written since the last one
     client.frames()
     assert client.heartbeats == 0
 
 
-def test_receive_tick_without_data_is_an_error(env: Env) -> None:
-    """A client silent for a whole receive interval gets ERROR and is closed."""
+def test_silent_client_is_closed_interval_times_margin_after_its_last_byte(env: Env) -> None:
+    """A client silent for the whole receive window (max(5, 10) s x 1.5) gets ERROR and is closed."""
     client = env.connected(heart_beat="5000,0")
     assert env.clock.pending_delays() == [15.0]
-    env.clock.advance(15)  # the CONNECT counts as data
+    env.clock.advance(3)
+    client.session.receive_data(b"\n")  # last byte at t=3
+    env.clock.advance(14.9)  # t=17.9: silent for 14.9 s
     assert client.out.closes == []
-    env.clock.advance(15)
+    env.clock.advance(0.1)  # t=18: silent for 15 s
     error = client.expect_error(CLOSE_POLICY)
     assert "heart-beat" in error.headers["message"]
     assert env.clock.pending() == []
@@ -544,7 +570,7 @@ def test_any_data_resets_the_receive_timer(env: Env, data: bytes) -> None:
     """EOL heart-beats and frames prove the client is alive, tick after tick."""
     client = env.connected(heart_beat="5000,0")
     for _ in range(5):
-        env.clock.advance(15)
+        env.clock.advance(14)
         client.session.receive_data(data)
     assert client.out.closes == []
     assert client.session.connected and not client.session.closed
@@ -555,7 +581,7 @@ def test_partial_frame_resets_the_receive_timer(env: Env) -> None:
     client = env.connected(heart_beat="5000,0")
     frame = client.encode("SEND", {"destination": "/topic/a"}, b"x" * 10)
     for i in range(6):
-        env.clock.advance(15)
+        env.clock.advance(14)
         client.session.receive_data(frame[i : i + 1])
     assert client.out.closes == []
 

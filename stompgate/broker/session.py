@@ -51,6 +51,10 @@ class TimerHandle(Protocol):
 
 
 class Scheduler(Protocol):
+    """An event loop's clock and timers (``asyncio`` loops fit as they are)."""
+
+    def time(self) -> float: ...
+
     def call_later(self, delay: float, callback: Callable[[], Any]) -> TimerHandle: ...
 
 
@@ -128,9 +132,12 @@ class Session:
         self._mid_prefix = (self.id + "-").encode()
         self._next_mid = 1
         self._receipt_of: str | None = None  # receipt of the frame being handled
-        # heart-beat bookkeeping: flags reset by each timer tick
-        self._read_since_tick = True
+        # Heart-beats. Outgoing: a flag set per write, checked every half interval,
+        # so the longest silence is one interval at no per-message clock cost.
+        # Incoming: the time of the last read, so a silent peer is closed exactly
+        # interval x margin after its last byte.
         self._wrote_since_tick = True
+        self._last_read = 0.0
         self._connect_timer: TimerHandle | None = scheduler.call_later(
             broker.settings.connect_timeout_s, self._connect_timeout
         )
@@ -144,7 +151,8 @@ class Session:
         """Bytes from the transport, in order; any chunking."""
         if self.closed:
             return
-        self._read_since_tick = True
+        if self._recv_timer is not None:
+            self._last_read = self.scheduler.time()
         parser = self.parser
         try:
             parser.feed(data)
@@ -219,9 +227,11 @@ class Session:
         self._write(serialize(Frame("CONNECTED", connected), version), False)
         self.broker.register(self)
         if send_ms:
-            self._send_timer = self.scheduler.call_later(send_ms / 1000, lambda: self._send_tick(send_ms / 1000))
+            half = send_ms / 2000
+            self._send_timer = self.scheduler.call_later(half, lambda: self._send_tick(half))
         if recv_ms:
             wait = recv_ms * settings.heartbeat_read_margin / 1000
+            self._last_read = self.scheduler.time()
             self._recv_timer = self.scheduler.call_later(wait, lambda: self._recv_tick(wait))
         log.debug("session %s connected: user=%s version=%s", self.id, user, version)
 
@@ -231,24 +241,24 @@ class Session:
                 f"no CONNECT frame within {self.broker.settings.connect_timeout_s:g} s", code=CLOSE_POLICY
             )
 
-    def _send_tick(self, interval_s: float) -> None:
-        """Send an EOL heart-beat unless a frame went out during the last interval."""
+    def _send_tick(self, half_s: float) -> None:
+        """Every half interval: an EOL unless something was written in the last half."""
         if self.closed:
             return
         if not self._wrote_since_tick:
             self.out.send(b"\n", False)
         self._wrote_since_tick = False
-        self._send_timer = self.scheduler.call_later(interval_s, lambda: self._send_tick(interval_s))
+        self._send_timer = self.scheduler.call_later(half_s, lambda: self._send_tick(half_s))
 
     def _recv_tick(self, wait_s: float) -> None:
-        """Close a client that sent nothing, not even a heart-beat, for a whole interval."""
+        """Close a client that sent nothing, not even a heart-beat, for ``wait_s``."""
         if self.closed:
             return
-        if not self._read_since_tick:
+        silent = self.scheduler.time() - self._last_read
+        if silent >= wait_s:
             self.fail(f"no data or heart-beat from the client for {wait_s:g} s", code=CLOSE_POLICY)
             return
-        self._read_since_tick = False
-        self._recv_timer = self.scheduler.call_later(wait_s, lambda: self._recv_tick(wait_s))
+        self._recv_timer = self.scheduler.call_later(wait_s - silent, lambda: self._recv_tick(wait_s))
 
     # ----------------------------------------------------------------- frames
 

@@ -13,7 +13,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from ..broker.session import CLOSE_POLICY, Session
 
@@ -31,22 +31,35 @@ _LEN64 = struct.Struct("!BBQ").pack
 _SMALL_WRITE = 16 * 1024
 
 
-class WebSocketOutbound:
-    """The :class:`~stompgate.broker.session.Outbound` of one WebSocket connection."""
+# Fed to aiohttp's message queue to wake the handler blocked in receive().
+_WAKE = WSMessage(WSMsgType.ERROR, None, None)
 
-    __slots__ = ("_ws", "_transport", "_limit", "_closing", "session", "close_task")
+
+class WebSocketOutbound:
+    """The :class:`~stompgate.broker.session.Outbound` of one WebSocket connection.
+
+    ``close`` only records the code and wakes the handler task, which then runs
+    aiohttp's closing handshake itself. aiohttp's ``close()`` called from another
+    task while the handler waits in ``receive()`` drops the TCP connection without
+    waiting for the client's close frame; with client data still unread, the
+    kernel answers with a reset and the client may lose the ERROR frame.
+    """
+
+    __slots__ = ("_ws", "_transport", "_limit", "closing", "close_code", "close_reason", "session", "done")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, limit: int) -> None:
         self._ws = ws
         self._transport = transport
         self._limit = limit
-        self._closing = False
+        self.closing = False
+        self.close_code = 1000
+        self.close_reason = ""
         self.session: Session | None = None
-        self.close_task: asyncio.Task[bool] | None = None
+        self.done = asyncio.get_running_loop().create_future()  # set when the handler has finished
 
     def send(self, data: bytes, binary: bool) -> None:
         transport = self._transport
-        if self._closing or transport.is_closing():
+        if self.closing or transport.is_closing():
             return
         n = len(data)
         first = _OP_BINARY if binary else _OP_TEXT
@@ -71,20 +84,32 @@ class WebSocketOutbound:
             self.session.close(CLOSE_POLICY, "slow consumer: too much unsent data")
 
     def close(self, code: int, reason: str) -> None:
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
-        message = reason.encode("utf-8")[:123]  # a close reason must fit in 123 bytes
-        self.close_task = asyncio.ensure_future(self._ws.close(code=code, message=message))
+        self.closing = True
+        self.close_code = code
+        self.close_reason = reason
+        reader = getattr(self._ws, "_reader", None)  # aiohttp internals, pinned <4
+        if reader is not None:
+            reader.feed_data(_WAKE, 0)
+
+    async def finish(self) -> None:
+        """The closing handshake, from the handler task (a no-op if already closed)."""
+        # A close reason must fit in 123 bytes; do not cut a character in two.
+        message = self.close_reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+        await self._ws.close(code=self.close_code, message=message)
 
 
 def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: set[WebSocketOutbound]):
     """An aiohttp handler running one STOMP session per WebSocket."""
-    max_msg = broker.limits.max_frame_size + 64 * 1024
+    # A frame may span many WebSocket messages; one message may also carry a frame
+    # somewhat over the limit, which the parser then refuses with an ERROR. Only
+    # far larger messages are cut off by aiohttp itself (close 1009, no ERROR).
+    max_msg = 4 * broker.limits.max_frame_size + 64 * 1024
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
-            protocols=SUBPROTOCOLS, compress=False, max_msg_size=max_msg, autoping=True
+            protocols=SUBPROTOCOLS, compress=False, max_msg_size=max_msg, autoping=True, timeout=5.0
         )
         if not ws.can_prepare(request).ok:
             return web.json_response(
@@ -110,7 +135,7 @@ def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: 
         open_outbounds.add(out)
         receive = session.receive_data
         try:
-            while True:
+            while not out.closing:
                 msg = await ws.receive()
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
@@ -118,16 +143,14 @@ def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: 
                 elif kind is WSMsgType.BINARY:
                     receive(msg.data)
                 else:
-                    if kind is WSMsgType.ERROR:
+                    if kind is WSMsgType.ERROR and msg is not _WAKE:
                         log.debug("session %s: websocket error %s", session.id, ws.exception())
                     break
+            await out.finish()
         finally:
             session.connection_lost()
             open_outbounds.discard(out)
-            if out.close_task is not None:
-                await asyncio.shield(out.close_task)
-            elif not ws.closed:
-                await ws.close()
+            out.done.set_result(None)
         return ws
 
     return handle
