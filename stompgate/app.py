@@ -93,7 +93,7 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config.server
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         # TCP first: once /health answers, every listener accepts connections.
         if cfg.tcp.enabled:
@@ -118,7 +118,7 @@ class Node:
         self.broker.shutdown()
         handlers = [o.done for o in self._outbounds]
         if handlers:  # closing handshakes, bounded
-            await asyncio.wait(handlers, timeout=6)
+            await asyncio.wait(handlers, timeout=2)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._tcp is not None:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
 from .nodes import NodeProcess, start_node
+from .stompclient import WsStomp
 
 
 @pytest.fixture
@@ -27,3 +28,10 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
 @pytest.fixture
 def node(node_factory: Callable[..., NodeProcess]) -> NodeProcess:
     return node_factory()
+
+
+@pytest.fixture
+async def close_ws_clients(node_factory: Callable[..., NodeProcess]) -> AsyncIterator[None]:
+    """Close the test's WsStomp clients before its nodes are stopped."""
+    yield
+    await WsStomp.close_all()

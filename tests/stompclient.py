@@ -23,7 +23,12 @@ class Closed(Exception):
 
 
 class WsStomp:
+    # Every client opened, so a fixture can close them while the test's loop still runs
+    # (a client left open does not answer the node's closing handshake at shutdown).
+    opened: list["WsStomp"] = []
+
     def __init__(self, ws: Any, version: str = "1.2") -> None:
+        WsStomp.opened.append(self)
         self.ws = ws
         self.version = version
         self.parser = FrameParser(commands=ALL_COMMANDS, version=version, max_frame_size=64 * 1024 * 1024)
@@ -94,3 +99,8 @@ class WsStomp:
 
     async def close(self) -> None:
         await self.ws.close()
+
+    @classmethod
+    async def close_all(cls) -> None:
+        clients, cls.opened = cls.opened, []
+        await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)

@@ -13,6 +13,8 @@ import pytest
 from .nodes import API_KEY
 from .stompclient import WsStomp
 
+pytestmark = pytest.mark.usefixtures("close_ws_clients")
+
 
 def post(node, path: str, body: Any, key: str | None = API_KEY, raw: bytes | None = None) -> tuple[int, dict]:
     data = raw if raw is not None else json.dumps(body).encode()

@@ -20,6 +20,8 @@ from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
 
 from .stompclient import WsStomp
 
+pytestmark = pytest.mark.usefixtures("close_ws_clients")
+
 
 async def test_subprotocol_negotiation(node) -> None:
     """The server picks a STOMP sub-protocol the client offered, and accepts none offered."""
@@ -157,11 +159,12 @@ async def test_receipt_and_error_receipt_id(node) -> None:
     assert "/nowhere" in error.headers["message"]
 
 
-async def test_sigterm_tells_every_client_and_exits_cleanly(node_factory) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_shutdown_signal_tells_every_client_and_exits_cleanly(node_factory, sig) -> None:
     node = node_factory()
     clients = [await WsStomp.connect(node.ws_url, f"u{i}") for i in range(3)]
     pending = await WsStomp.open(node.ws_url)  # not yet CONNECTed
-    node.proc.send_signal(signal.SIGTERM)
+    node.proc.send_signal(sig)
     for c in clients + [pending]:
         error = await c.recv()
         assert error.command == "ERROR"
