@@ -967,12 +967,13 @@ def test_user_destination_reaches_all_sessions_of_that_user(env: Env) -> None:
     assert env.broker.online("bob") == 3
 
 
-def test_user_destination_with_wildcard_subscription(env: Env) -> None:
-    """/user/queue/* receives any of the user's queues."""
+@pytest.mark.parametrize("destination", ["/user/queue/*", "/user/queue/**", "/user/queue/q?"])
+def test_user_destination_wildcard_subscription_is_refused(env: Env, destination: str) -> None:
+    """A user destination is one exact (user, destination) pair, which is what the cluster
+    routes on and what offline messages are stored under; a pattern cannot be either."""
     bob = env.connected("bob")
-    bob.subscribe("/user/queue/*")
-    env.connected("x").publish("/user/bob/queue/q7", b"m")
-    assert bob.message().headers["destination"] == "/user/queue/q7"
+    bob.send("SUBSCRIBE", {"id": "1", "destination": destination})
+    bob.expect_error(CLOSE_PROTOCOL_ERROR, contains="no wildcards")
 
 
 def test_user_destination_for_offline_user_is_unrouted(env: Env) -> None:
@@ -1757,7 +1758,7 @@ def test_connection_lost_cleans_the_broker(env: Env) -> None:
     a1.subscribe("/topic/a", "1")
     a1.subscribe("/topic/**", "2")
     a1.subscribe("/user/queue/x", "3")
-    a1.subscribe("/user/queue/*", "4")
+    a1.subscribe("/user/queue/y", "4")
     unconnected = env.client()
     a1.session.connection_lost()
     unconnected.session.connection_lost()

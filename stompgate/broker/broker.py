@@ -1,14 +1,16 @@
 """The broker: sessions, subscriptions and the routing of messages to them.
 
-Everything here is synchronous and in memory; the cross-node bus (a later
-layer) hands remote messages to :meth:`Broker.dispatch` the same way local
-publishes reach it.
+Everything here is synchronous and in memory. A :class:`Bus` (in-memory for one
+node, Redis for a cluster) carries what must leave this node and hands remote
+messages back to :meth:`Broker.dispatch`; it also keeps messages for users with
+no subscriber anywhere and gives them back when one subscribes.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from .auth import Authenticator
 from .destinations import DestinationRules
@@ -38,20 +40,43 @@ class BrokerStats:
     messages_published: int = 0
     messages_delivered: int = 0
     messages_unrouted: int = 0
+    messages_replayed: int = 0
     acked: int = 0
     nacked: int = 0
     errors: int = 0
     sessions_opened: int = 0
 
 
+# Called once a publish has been accepted by the cluster (None) or refused (a reason).
+Done = Callable[[str | None], None]
+
+
+class Bus(Protocol):
+    """What the broker needs from the layer that connects nodes."""
+
+    def publish(self, message: Message, delivered_here: int, done: Done | None) -> None:
+        """Carry a message already dispatched on this node to the rest of the cluster;
+        a user message nobody is subscribed to anywhere is stored."""
+
+    def user_online(self, user: str, online: bool) -> None:
+        """This node's first session of ``user`` opened, or its last one closed."""
+
+    def user_subscribed(self, user: str, destination: str, replay: Callable[[list[Message]], None]) -> None:
+        """This node's first subscription to ``user``'s ``destination``: once live
+        delivery is assured, call ``replay`` with the stored messages (removed from the store)."""
+
+    def user_unsubscribed(self, user: str, destination: str) -> None:
+        """This node's last subscription to ``user``'s ``destination`` went away."""
+
+
 class UserEntry:
-    """A user's sessions on this node and their ``/user/...`` subscriptions."""
+    """A user's sessions on this node and their ``/user/...`` subscriptions by destination."""
 
     __slots__ = ("sessions", "subscriptions")
 
-    def __init__(self, separator: str) -> None:
+    def __init__(self) -> None:
         self.sessions: dict[Session, None] = {}
-        self.subscriptions = SubscriptionIndex(separator)
+        self.subscriptions: dict[str, dict[Subscription, None]] = {}
 
 
 class Broker:
@@ -61,6 +86,7 @@ class Broker:
         authenticator: Authenticator,
         *,
         server_name: str = "stompgate",
+        bus: Bus | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
@@ -72,6 +98,9 @@ class Broker:
         self.topics = SubscriptionIndex(settings.path_separator)
         self.users: dict[str, UserEntry] = {}
         self.stats = BrokerStats()
+        self.bus = bus  # None: this node alone, nothing stored
+        # (user, destination) -> subscriptions waiting for their stored messages
+        self._replaying: dict[tuple[str, str], list[Subscription]] = {}
 
     # --------------------------------------------------------------- sessions
 
@@ -86,34 +115,66 @@ class Broker:
     def register(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.stats.sessions_opened += 1
-        if session.user is not None:
-            entry = self.users.get(session.user)
+        user = session.user
+        if user is not None:
+            entry = self.users.get(user)
             if entry is None:
-                entry = self.users[session.user] = UserEntry(self.settings.path_separator)
+                entry = self.users[user] = UserEntry()
+                if self.bus is not None:
+                    self.bus.user_online(user, True)
             entry.sessions[session] = None
 
     def unregister(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
-        if session.user is not None:
-            entry = self.users.get(session.user)
+        user = session.user
+        if user is not None:
+            entry = self.users.get(user)
             if entry is not None:
                 entry.sessions.pop(session, None)
                 if not entry.sessions:
-                    del self.users[session.user]
+                    del self.users[user]
+                    if self.bus is not None:
+                        self.bus.user_online(user, False)
 
     def subscribe(self, sub: Subscription) -> None:
         if sub.user is None:
             self.topics.add(sub)
-        else:
-            self.users[sub.user].subscriptions.add(sub)
+            return
+        subs = self.users[sub.user].subscriptions.setdefault(sub.destination, {})
+        subs[sub] = None
+        key = (sub.user, sub.destination)
+        waiting = self._replaying.get(key)
+        if waiting is not None:  # joins a replay under way
+            sub.replay = []
+            waiting.append(sub)
+        elif len(subs) == 1 and self.bus is not None:
+            sub.replay = []
+            self._replaying[key] = [sub]
+            self.bus.user_subscribed(sub.user, sub.destination, lambda stored: self._replay(key, stored))
+
+    def _replay(self, key: tuple[str, str], stored: list[Message]) -> None:
+        """Stored messages first, then what arrived live meanwhile, then live delivery."""
+        for sub in self._replaying.pop(key, ()):
+            live, sub.replay = sub.replay or [], None
+            for message in stored + live:
+                sub.session.deliver(sub, message)
+        self.stats.messages_replayed += len(stored)
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.user is None:
             self.topics.remove(sub)
-        else:
-            entry = self.users.get(sub.user)
-            if entry is not None:
-                entry.subscriptions.remove(sub)
+            return
+        entry = self.users.get(sub.user)
+        if entry is None:
+            return
+        subs = entry.subscriptions.get(sub.destination)
+        if subs is None or sub not in subs:
+            return
+        del subs[sub]
+        if not subs:
+            del entry.subscriptions[sub.destination]
+            if self.bus is not None:
+                self.bus.user_unsubscribed(sub.user, sub.destination)
 
     # ---------------------------------------------------------------- routing
 
@@ -124,10 +185,20 @@ class Broker:
         shown = self.rules.user_root + destination if user is not None else destination
         return Message(destination, headers, body, user=user, shown=shown)
 
-    def publish(self, message: Message) -> int:
-        """Route a message from a client, the HTTP API or the template; returns deliveries here."""
+    def publish(self, message: Message, done: Done | None = None) -> int:
+        """Route a message from a client, the HTTP API or the template.
+
+        It is delivered here at once, then handed to the bus for the other nodes
+        (or the offline store); ``done`` learns when the cluster has it.
+        Returns the deliveries made on this node.
+        """
         self.stats.messages_published += 1
-        return self.dispatch(message)
+        count = self.dispatch(message)
+        if self.bus is not None:
+            self.bus.publish(message, count, done)
+        elif done is not None:
+            done(None)
+        return count
 
     def dispatch(self, message: Message) -> int:
         """Deliver to the matching subscriptions held by this node."""
@@ -135,10 +206,11 @@ class Broker:
             subs = self.topics.match(message.destination)
         else:
             entry = self.users.get(message.user)
-            if entry is None:
+            found = entry.subscriptions.get(message.destination) if entry is not None else None
+            if not found:
                 self.stats.messages_unrouted += 1
                 return 0
-            subs = entry.subscriptions.match(message.destination)
+            subs = list(found)
         count = 0
         for sub in subs:
             sub.session.deliver(sub, message)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
 from .auth import AuthError, Credentials
-from .destinations import DestinationError
+from .destinations import DestinationError, has_wildcard
 if TYPE_CHECKING:
     from .message import Message
 from .subscriptions import ACK_MODES, Subscription
@@ -293,6 +293,10 @@ class Session:
         if target.user is not None:
             if self.user is None:
                 raise StompSessionError(f"cannot subscribe to {destination!r}: the session has no user")
+            if has_wildcard(target.destination):
+                raise StompSessionError(
+                    f"cannot subscribe to {destination!r}: user destinations take no wildcards"
+                )
             user = self.user
         head = (
             b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
@@ -429,6 +433,9 @@ class Session:
     def deliver(self, sub: Subscription, message: Message) -> None:
         """Write ``message`` as a MESSAGE frame for ``sub``; the broker's hot path."""
         if self.closed:
+            return
+        if sub.replay is not None:  # stored messages go first
+            sub.replay.append(message)
             return
         n = self._next_mid
         self._next_mid = n + 1

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterator
 from .destinations import AntPattern, compile_pattern, has_wildcard
 
 if TYPE_CHECKING:
+    from .message import Message
     from .session import Session
 
 ACK_MODES = ("auto", "client", "client-individual")
@@ -19,7 +20,7 @@ class Subscription:
     only appends the message id and the message's shared tail.
     """
 
-    __slots__ = ("session", "id", "destination", "ack", "user", "head", "pending")
+    __slots__ = ("session", "id", "destination", "ack", "user", "head", "pending", "replay")
 
     def __init__(
         self, session: Session, sub_id: str, destination: str, ack: str, user: str | None, head: bytes
@@ -32,6 +33,8 @@ class Subscription:
         self.head = head
         # message-id -> None, oldest first (for cumulative "client" acks)
         self.pending: dict[str, None] = {}
+        # While stored messages are fetched, live ones wait here (see Broker._replay).
+        self.replay: list[Message] | None = None
 
 
 class SubscriptionIndex:
