@@ -13,6 +13,8 @@ from aiohttp import web
 from . import __version__
 from .broker import Broker, BrokerSettings, DevAuthenticator, JwtAuthenticator, SessionLimits, StaticAuthenticator
 from .broker.auth import Authenticator
+from .bus.base import OfflineLimits
+from .bus.memory import MemoryBus
 from .config import Config
 from .http.api import PublishApi
 from .transport.tcp import start_tcp_server
@@ -69,6 +71,15 @@ class Node:
         self.config = config
         self.node_id = config.node_id or secrets.token_hex(4)
         self.broker = make_broker(config)
+        limits = OfflineLimits(config.offline.max_messages, config.offline.ttl_s)
+        if config.bus.type == "redis":
+            from .bus.redis_bus import RedisBus
+
+            self.bus: MemoryBus | RedisBus = RedisBus(config.bus, limits, self.node_id, self.broker)
+        else:
+            self.bus = MemoryBus(limits, self.node_id)
+        self.broker.bus = self.bus
+        self._expiry: asyncio.TimerHandle | None = None
         self._outbounds: set[WebSocketOutbound] = set()
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
@@ -82,17 +93,31 @@ class Node:
             app.router.add_get(path, handler)
         if cfg.api.enabled:
             assert cfg.api.key is not None
-            app.add_routes(PublishApi(self.broker, cfg.api.key).routes(cfg.api.prefix))
+            app.add_routes(PublishApi(self.broker, self.bus, cfg.api.key).routes(cfg.api.prefix))
         app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
+        """Liveness: the process serves HTTP."""
         return web.json_response(
             {"status": "ok", "node": self.node_id, "sessions": len(self.broker.sessions)}
         )
 
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness: 503 while the cluster bus (Redis) is unreachable."""
+        body = {"ready": self.bus.healthy, "node": self.node_id, **self.bus.status()}
+        return web.json_response(body, status=200 if self.bus.healthy else 503)
+
+    def _expire_offline(self) -> None:
+        if isinstance(self.bus, MemoryBus):
+            self.bus.expire()
+            self._expiry = asyncio.get_running_loop().call_later(60, self._expire_offline)
+
     async def start(self) -> None:
         cfg = self.config.server
+        await self.bus.start()
+        self._expire_offline()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         # TCP first: once /health answers, every listener accepts connections.
@@ -101,7 +126,7 @@ class Node:
         site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, backlog=1024)
         await site.start()
         log.info(
-            "stompgate %s node %s listening on http://%s:%d (websocket: %s; api: %s; tcp: %s)",
+            "stompgate %s node %s listening on http://%s:%d (websocket: %s; api: %s; tcp: %s; bus: %s)",
             __version__,
             self.node_id,
             cfg.host,
@@ -109,6 +134,7 @@ class Node:
             ", ".join(cfg.websocket_paths),
             self.config.api.prefix if self.config.api.enabled else "off",
             f"{cfg.tcp.host}:{cfg.tcp.port}" if cfg.tcp.enabled else "off",
+            "memory" if self.config.bus.type == "memory" else f"redis, {self.config.bus.routing}",
         )
 
     async def stop(self) -> None:
@@ -119,6 +145,9 @@ class Node:
         handlers = [o.done for o in self._outbounds]
         if handlers:  # closing handshakes, bounded
             await asyncio.wait(handlers, timeout=2)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        await self.bus.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._tcp is not None:

@@ -179,6 +179,53 @@ class ApiConfig:
 
 
 @dataclass
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    # Seed nodes ("host:port") of a Redis Cluster; when set, url is not used.
+    cluster_nodes: list[str] = field(default_factory=list)
+    # Namespace of every key and channel, so several deployments can share a Redis.
+    prefix: str = "stompgate"
+
+
+@dataclass
+class BusConfig:
+    type: Literal["memory", "redis"] = "memory"
+    # broadcast: every node receives every user message (one pattern subscription);
+    # directed: only nodes holding a subscriber of that user's destination do.
+    routing: Literal["broadcast", "directed"] = "directed"
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    node_heartbeat_s: float = 2.0
+    # A node silent this long is dead: gone from the registry.
+    node_timeout_s: float = 6.0
+    # Messages kept in memory while Redis is unreachable, sent when it is back.
+    outbox_limit: int = 10_000
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        _positive(self.node_heartbeat_s, f"{path}.node_heartbeat_s", problems)
+        if self.node_timeout_s < 2 * self.node_heartbeat_s:
+            problems.append(f"{path}.node_timeout_s: must be at least twice node_heartbeat_s")
+        _positive(self.outbox_limit, f"{path}.outbox_limit", problems)
+        for i, seed in enumerate(self.redis.cluster_nodes):
+            host, _, port = seed.rpartition(":")
+            if not host or not port.isdigit():
+                problems.append(f"{path}.redis.cluster_nodes[{i}]: expected host:port, got {seed!r}")
+        if not self.redis.prefix or any(c in self.redis.prefix for c in "{} "):
+            problems.append(f"{path}.redis.prefix: must be non-empty, without braces or spaces")
+
+
+@dataclass
+class OfflineConfig:
+    # User messages for a (user, destination) with no subscriber anywhere are kept,
+    # at most max_messages of them (oldest dropped), for ttl_s after the last one.
+    max_messages: int = 1000
+    ttl_s: float = 7 * 24 * 3600
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        _positive(self.max_messages, f"{path}.max_messages", problems)
+        _positive(self.ttl_s, f"{path}.ttl_s", problems)
+
+
+@dataclass
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -191,6 +238,8 @@ class Config:
     destinations: DestinationsConfig = field(default_factory=DestinationsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:

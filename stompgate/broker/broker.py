@@ -58,8 +58,8 @@ class Bus(Protocol):
         """Carry a message already dispatched on this node to the rest of the cluster;
         a user message nobody is subscribed to anywhere is stored."""
 
-    def user_online(self, user: str, online: bool) -> None:
-        """This node's first session of ``user`` opened, or its last one closed."""
+    def user_sessions(self, user: str, count: int) -> None:
+        """``user`` now has ``count`` sessions on this node (0: none left)."""
 
     def user_subscribed(self, user: str, destination: str, replay: Callable[[list[Message]], None]) -> None:
         """This node's first subscription to ``user``'s ``destination``: once live
@@ -120,9 +120,9 @@ class Broker:
             entry = self.users.get(user)
             if entry is None:
                 entry = self.users[user] = UserEntry()
-                if self.bus is not None:
-                    self.bus.user_online(user, True)
             entry.sessions[session] = None
+            if self.bus is not None:
+                self.bus.user_sessions(user, len(entry.sessions))
 
     def unregister(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
@@ -133,8 +133,8 @@ class Broker:
                 entry.sessions.pop(session, None)
                 if not entry.sessions:
                     del self.users[user]
-                    if self.bus is not None:
-                        self.bus.user_online(user, False)
+                if self.bus is not None:
+                    self.bus.user_sessions(user, len(entry.sessions))
 
     def subscribe(self, sub: Subscription) -> None:
         if sub.user is None:

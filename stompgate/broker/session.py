@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -132,6 +133,11 @@ class Session:
         self._mid_prefix = (self.id + "-").encode()
         self._next_mid = 1
         self._receipt_of: str | None = None  # receipt of the frame being handled
+        # RECEIPTs wait, in order, behind publishes the bus has not confirmed yet:
+        # a SEND's RECEIPT means the cluster has the message.
+        self._receipts: deque[_ReceiptSlot] = deque()
+        self._committing = False
+        self._disconnecting = False
         # Heart-beats. Outgoing: a flag set per write, checked every half interval,
         # so the longest silence is one interval at no per-message clock cost.
         # Incoming: the time of the last read, so a silent peer is closed exactly
@@ -156,7 +162,7 @@ class Session:
         parser = self.parser
         try:
             parser.feed(data)
-            while not self.closed and (frame := parser.next_frame()) is not None:
+            while not (self.closed or self._disconnecting) and (frame := parser.next_frame()) is not None:
                 self._handle(frame)
         except ProtocolError as exc:
             self.fail(exc.message)
@@ -180,10 +186,13 @@ class Session:
         tx = frame.headers.get("transaction")
         if tx is not None and command in ("SEND", "ACK", "NACK"):
             self._buffer_in_transaction(tx, frame)
+        elif command in ("SEND", "DISCONNECT"):
+            handler(self, frame)  # these place their own RECEIPT
+            return
         else:
             handler(self, frame)
-        if command != "DISCONNECT" and self._receipt_of is not None and not self.closed:
-            self._send_receipt(self._receipt_of)
+        if self._receipt_of is not None and not self.closed:
+            self._queue_receipt(_ReceiptSlot(self._receipt_of, True))
 
     # -------------------------------------------------------------- CONNECT
 
@@ -269,7 +278,14 @@ class Session:
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
         headers = {k: v for k, v in frame.headers.items() if k not in _CONTROLLED}
-        self.broker.publish(self.broker.message(target.destination, headers, frame.body, target.user))
+        message = self.broker.message(target.destination, headers, frame.body, target.user)
+        receipt = frame.headers.get("receipt") if "transaction" not in frame.headers else None
+        if receipt is None and not self._committing:
+            self.broker.publish(message)
+            return
+        slot = _ReceiptSlot(receipt, False)
+        self._receipts.append(slot)
+        self.broker.publish(message, lambda error: self._confirmed(slot, error))
 
     def _on_subscribe(self, frame: Frame) -> None:
         destination = _required(frame, "destination")
@@ -368,10 +384,14 @@ class Session:
     def _on_commit(self, frame: Frame) -> None:
         # Buffered frames were validated on arrival, so COMMIT applies all of them
         # unless applying one closes the session (e.g. max_unacked).
-        for buffered in self._pop_transaction(frame):
-            if self.closed:
-                return
-            self._HANDLERS[buffered.command](self, buffered)
+        self._committing = True  # the COMMIT's RECEIPT waits for its SENDs
+        try:
+            for buffered in self._pop_transaction(frame):
+                if self.closed:
+                    return
+                self._HANDLERS[buffered.command](self, buffered)
+        finally:
+            self._committing = False
 
     def _on_abort(self, frame: Frame) -> None:
         self._pop_transaction(frame)
@@ -404,10 +424,9 @@ class Session:
         frames.append(frame)
 
     def _on_disconnect(self, frame: Frame) -> None:
-        receipt = frame.headers.get("receipt")
-        if receipt is not None:
-            self._send_receipt(receipt)
-        self.close(CLOSE_NORMAL, "disconnect")
+        # After every earlier RECEIPT; nothing after DISCONNECT is read.
+        self._disconnecting = True
+        self._queue_receipt(_ReceiptSlot(frame.headers.get("receipt"), True, disconnect=True))
 
     _HANDLERS: dict[str, Callable[[Session, Frame], None]] = {
         "SEND": _on_send,
@@ -427,8 +446,28 @@ class Session:
         self._wrote_since_tick = True
         self.out.send(data, binary)
 
-    def _send_receipt(self, receipt: str) -> None:
-        self._write(serialize(Frame("RECEIPT", {"receipt-id": receipt}), self.version), False)
+    def _queue_receipt(self, slot: _ReceiptSlot) -> None:
+        self._receipts.append(slot)
+        self._flush_receipts()
+
+    def _confirmed(self, slot: _ReceiptSlot, error: str | None) -> None:
+        """The bus has (or could not take) a published message."""
+        if self.closed:
+            return
+        if error is not None:
+            self.fail(f"message not accepted: {error}", receipt=slot.receipt, code=CLOSE_INTERNAL)
+            return
+        slot.ready = True
+        self._flush_receipts()
+
+    def _flush_receipts(self) -> None:
+        receipts = self._receipts
+        while receipts and receipts[0].ready and not self.closed:
+            slot = receipts.popleft()
+            if slot.receipt is not None:
+                self._write(serialize(Frame("RECEIPT", {"receipt-id": slot.receipt}), self.version), False)
+            if slot.disconnect:
+                self.close(CLOSE_NORMAL, "disconnect")
 
     def deliver(self, sub: Subscription, message: Message) -> None:
         """Write ``message`` as a MESSAGE frame for ``sub``; the broker's hot path."""
@@ -515,6 +554,15 @@ class Session:
             if timer is not None:
                 timer.cancel()
         self._connect_timer = self._send_timer = self._recv_timer = None
+
+
+class _ReceiptSlot:
+    __slots__ = ("receipt", "ready", "disconnect")
+
+    def __init__(self, receipt: str | None, ready: bool, disconnect: bool = False) -> None:
+        self.receipt = receipt
+        self.ready = ready
+        self.disconnect = disconnect
 
 
 def _required(frame: Frame, name: str) -> str:

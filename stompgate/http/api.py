@@ -7,15 +7,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..broker.auth import AuthError, Credentials
 from ..broker.destinations import DestinationError
+from ..broker.message import Message
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -82,9 +86,19 @@ def _string(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _message_json(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"destination": message.shown, "headers": message.headers}
+    if message.binary:
+        out["payload_base64"] = base64.b64encode(message.body).decode("ascii")
+    else:
+        out["payload"] = message.body.decode("utf-8")
+    return out
+
+
 class PublishApi:
-    def __init__(self, broker: Broker, api_key: str) -> None:
+    def __init__(self, broker: Broker, bus: Any, api_key: str) -> None:
         self.broker = broker
+        self.bus = bus
         self._key = api_key.encode("utf-8")
 
     def _authorized(self, request: web.Request) -> bool:
@@ -131,7 +145,16 @@ class PublishApi:
             return _error(400, str(exc))
         if len(body) > self.broker.limits.max_frame_size:
             return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
-        delivered = self.broker.publish(self.broker.message(destination, headers, body, user))
+        accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        def done(error: str | None) -> None:
+            if not accepted.done():
+                accepted.set_result(error)
+
+        delivered = self.broker.publish(self.broker.message(destination, headers, body, user), done)
+        error = await accepted  # the cluster has it (delivered or stored), or said why not
+        if error is not None:
+            return _error(503, f"message not accepted: {error}")
         return web.json_response({"delivered": delivered})
 
     async def send_to_user(self, request: web.Request) -> web.Response:
@@ -140,8 +163,75 @@ class PublishApi:
     async def publish(self, request: web.Request) -> web.Response:
         return await self._run(request, user_route=False)
 
+    async def unread(self, request: web.Request) -> web.Response:
+        """The seed's pullUnreadMessage: return and clear a user's stored messages.
+
+        Called by the user (HTTP Basic login:passcode, or a Bearer JWT, checked by
+        the node's authenticator) or by a backend (API key + ``user``).
+        """
+        try:
+            data = await self._json(request)
+            destination = _string(data, "destination")
+            rules = self.broker.rules
+            if destination.startswith(rules.user_prefix):
+                destination = destination[len(rules.user_root) :]
+            if not rules.is_broker(destination):
+                raise BadRequest(f"destination {destination!r} must start with a broker prefix")
+            if self._authorized(request):
+                user = _string(data, "user")
+            else:
+                user = self._user_of(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except AuthError as exc:
+            return _error(401, f"authentication failed: {exc}")
+        messages = await self.bus.pull(user, destination)
+        return web.json_response({"user": user, "messages": [_message_json(m) for m in messages]})
+
+    def _user_of(self, request: web.Request) -> str:
+        headers: dict[str, str] = {}
+        auth = request.headers.get("Authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                login, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise AuthError("malformed Basic credentials") from None
+            headers = {"login": login, "passcode": passcode}
+        creds = Credentials(headers, {k.lower(): v for k, v in request.headers.items()}, dict(request.query))
+        user = self.broker.authenticator.authenticate(creds)
+        if not user:
+            raise AuthError("no user")
+        return user
+
+    async def user_info(self, request: web.Request) -> web.Response:
+        """Is a user online, on which nodes, with how many sessions (cluster-wide)."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong API key")
+        user = request.match_info["user"]
+        nodes = await self.bus.user_nodes(user, self.broker.online(user))
+        return web.json_response(
+            {"user": user, "online": bool(nodes), "sessions": sum(nodes.values()), "nodes": nodes}
+        )
+
+    async def users(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong API key")
+        return web.json_response({"users": await self.bus.online_users()})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong API key")
+        return web.json_response(
+            {"node": self.bus.node_id, "broker": asdict(self.broker.stats), "bus": asdict(self.bus.stats)}
+        )
+
     def routes(self, prefix: str) -> list[web.RouteDef]:
         return [
             web.post(f"{prefix}/send-to-user", self.send_to_user),
             web.post(f"{prefix}/publish", self.publish),
+            web.post(f"{prefix}/unread", self.unread),
+            web.get(f"{prefix}/users", self.users),
+            web.get(f"{prefix}/users/{{user}}", self.user_info),
+            web.get(f"{prefix}/stats", self.stats),
         ]

@@ -1,0 +1,40 @@
+"""What every bus shares: counters, the offline-store limits, and the wire format."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..broker.message import Message
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Bus traffic of this node (shown by ``GET /api/stats``)."""
+
+    published: int = 0  # messages this node sent to the bus
+    received: int = 0  # messages the bus brought to this node
+    ignored: int = 0  # of those, ones with nothing to do here (own echo, no subscriber)
+    stored: int = 0  # user messages kept for a user with no subscriber anywhere
+    replayed: int = 0  # stored messages handed back at a subscription or a pull
+    dropped: int = 0  # messages refused while the bus was unavailable and its outbox full
+
+
+@dataclass(slots=True)
+class OfflineLimits:
+    max_messages: int = 1000  # per user and destination; the oldest go first
+    ttl_s: float = 7 * 24 * 3600  # since the last message stored
+
+
+def encode(message: Message, origin: str) -> bytes:
+    """One bus payload: a JSON line (origin, destination, user, headers), then the body."""
+    head = json.dumps([origin, message.destination, message.user, message.headers], separators=(",", ":"))
+    return head.encode("utf-8") + b"\n" + message.body
+
+
+def decode(payload: bytes, user_root: str) -> tuple[str, Message]:
+    """(origin node, message) from :func:`encode`'s bytes."""
+    head, _, body = payload.partition(b"\n")
+    origin, destination, user, headers = json.loads(head)
+    shown = user_root + destination if user is not None else destination
+    return origin, Message(destination, headers, body, user=user, shown=shown)
