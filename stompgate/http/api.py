@@ -20,6 +20,7 @@ from aiohttp import web
 from ..broker.auth import AuthError, Credentials
 from ..broker.destinations import DestinationError
 from ..broker.message import Message
+from ..convert import to_body
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -53,12 +54,7 @@ def _payload(data: dict[str, Any], headers: dict[str, str]) -> bytes:
             raise BadRequest("'payload_base64' is not valid base64") from None
         headers.setdefault("content-type", "application/octet-stream")
         return body
-    payload = data["payload"]
-    if isinstance(payload, str):
-        headers.setdefault("content-type", "text/plain;charset=UTF-8")
-        return payload.encode("utf-8")
-    headers.setdefault("content-type", "application/json")
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return to_body(data["payload"], headers)  # JSON has no bytes: text or a JSON value
 
 
 def _headers(data: dict[str, Any]) -> dict[str, str]:
