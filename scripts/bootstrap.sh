@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what stompgate needs on a fresh Debian machine with Python 3.11.
 #   scripts/bootstrap.sh run    the virtualenv with stompgate
-#   scripts/bootstrap.sh test   also the test tools: pytest & co, Node.js + npm packages
+#   scripts/bootstrap.sh test   also the test tools: pytest & co, Node.js + npm packages, redis-server
 # Steps already done are skipped, so running it again is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,8 @@ fi
 
 if [ "$what" = test ]; then
   command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  # The cluster tests start their own redis-server processes (and redis-cli --cluster create).
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
   if [ ! -f tests/js/node_modules/.installed ] || [ tests/js/package.json -nt tests/js/node_modules/.installed ]; then
     (cd tests/js && npm install --no-audit --no-fund --loglevel=error)
     touch tests/js/node_modules/.installed

@@ -119,7 +119,7 @@ class MessagingTemplate(_Base):
         if message.user is not None:
             self._send_user(message)
         else:
-            self.redis.publish(self.keys.topics, encode(message, ORIGIN))
+            self.redis.spublish(self.keys.topics, encode(message, ORIGIN))
 
     def convert_and_send_to_user(
         self, user: str, destination: str, payload: Any, headers: dict[str, Any] | None = None
@@ -160,7 +160,7 @@ class AsyncMessagingTemplate(_Base):
         if message.user is not None:
             await self._send_user(message)
         else:
-            await self.redis.publish(self.keys.topics, encode(message, ORIGIN))
+            await self.redis.spublish(self.keys.topics, encode(message, ORIGIN))
 
     async def convert_and_send_to_user(
         self, user: str, destination: str, payload: Any, headers: dict[str, Any] | None = None

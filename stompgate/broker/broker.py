@@ -156,9 +156,29 @@ class Broker:
         """Stored messages first, then what arrived live meanwhile, then live delivery."""
         for sub in self._replaying.pop(key, ()):
             live, sub.replay = sub.replay or [], None
+            if sub.on_live is not None:
+                on_live, sub.on_live = sub.on_live, None
+                on_live()
             for message in stored + live:
                 sub.session.deliver(sub, message)
         self.stats.messages_replayed += len(stored)
+
+    def begin_recovery(self, user: str, destination: str) -> Callable[[list[Message]], None] | None:
+        """The bus lost its subscription for a while: messages of the gap were stored.
+
+        Live deliveries to the user's subscriptions wait from now until the bus
+        hands over those stored messages through the returned callback, so the
+        order stays as sent. None when there is nothing to recover here.
+        """
+        key = (user, destination)
+        entry = self.users.get(user)
+        subs = entry.subscriptions.get(destination) if entry is not None else None
+        if not subs or key in self._replaying:  # a replay under way takes the store anyway
+            return None
+        for sub in subs:
+            sub.replay = []
+        self._replaying[key] = list(subs)
+        return lambda stored: self._replay(key, stored)
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.user is None:

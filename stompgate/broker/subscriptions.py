@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .destinations import AntPattern, compile_pattern, has_wildcard
 
@@ -20,7 +20,7 @@ class Subscription:
     only appends the message id and the message's shared tail.
     """
 
-    __slots__ = ("session", "id", "destination", "ack", "user", "head", "pending", "replay")
+    __slots__ = ("session", "id", "destination", "ack", "user", "head", "pending", "replay", "on_live")
 
     def __init__(
         self, session: Session, sub_id: str, destination: str, ack: str, user: str | None, head: bytes
@@ -35,6 +35,8 @@ class Subscription:
         self.pending: dict[str, None] = {}
         # While stored messages are fetched, live ones wait here (see Broker._replay).
         self.replay: list[Message] | None = None
+        # Called once the subscription is live cluster-wide (its SUBSCRIBE RECEIPT).
+        self.on_live: Callable[[], None] | None = None
 
 
 class SubscriptionIndex:

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from ..broker.message import Message
 
 
+class BusUnavailable(Exception):
+    """A cluster-wide question could not be answered: Redis is unreachable."""
+
+
 @dataclass(slots=True)
 class BusStats:
     """Bus traffic of this node (shown by ``GET /api/stats``)."""

@@ -39,7 +39,9 @@ return items
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.topics = f"{prefix}:topics"  # every node SUBSCRIBEs
+        # Broker-destination (topic/queue) messages: one shard channel every node
+        # SSUBSCRIBEs, so on a Cluster they load one shard instead of the whole bus.
+        self.topics = f"{prefix}:{{topics}}"
         self.user_pattern = f"{prefix}:ub:*"  # broadcast mode: every node PSUBSCRIBEs
         self.nodes = f"{prefix}:nodes"  # ZSET node id -> last heartbeat (ms)
 
@@ -58,4 +60,5 @@ class Keys:
         return f"{self.prefix}:node:{node_id}:users"
 
     def probe(self, node_id: str) -> str:
-        return f"{self.prefix}:probe:{node_id}"
+        """Shard channel a node publishes to itself: in the topics slot, on the same connection."""
+        return f"{self.prefix}:{{topics}}:probe:{node_id}"

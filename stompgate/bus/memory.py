@@ -72,6 +72,9 @@ class MemoryBus:
     async def online_users(self) -> list[str]:
         return sorted(self._online)
 
+    async def live_nodes(self) -> list[str]:
+        return [self.node_id]
+
     async def start(self) -> None:
         pass
 

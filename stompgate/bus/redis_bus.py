@@ -14,15 +14,18 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..broker.broker import Done
 from ..broker.message import Message
-from .base import BusStats, OfflineLimits, decode, encode
+from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
 from .keys import PUBLISH_USER, TAKE_STORED, Keys
 
 if TYPE_CHECKING:
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BATCH = 512
-_CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_CONNECTION_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 
 class RedisBus:
@@ -49,16 +52,20 @@ class RedisBus:
         self._take_stored: Any = None
         self._outbox: deque[tuple[str, tuple[Any, ...], Done | None]] = deque()
         self._wake = asyncio.Event()
-        self._channels: set[str] = set()  # shard channels this node wants
-        self._confirm: dict[str, list[asyncio.Future[None]]] = {}
-        self._pubsub: Any = None
+        # The main listener takes topics, the probe and (broadcast) the user pattern;
+        # on a Redis Cluster each shard also gets a listener for its shard channels.
+        self._main: _Listener | None = None
+        self._shards: dict[str, _Listener] = {}
+        # user channel -> (user, destination, its listener), while subscribed here
+        self._user_channels: dict[str, tuple[str, str, _Listener]] = {}
+        self._scripts_loaded = False
         self._tasks: list[asyncio.Task[None]] = []
         self._commands_ok = False
-        self._reader_ok = False
         self._down_since: float | None = time.time()
         self._was_up = False
         self._last_error = "not connected yet"
-        self._probe_seen = time.monotonic()
+        # When the oldest probe published since the last one seen went out.
+        self._probe_unseen_since: float | None = None
         self._resync = True
         self._stopping = False
         self._user_root = broker.rules.user_root
@@ -70,17 +77,20 @@ class RedisBus:
         if r.cluster_nodes:
             nodes = [ClusterNode(h, int(p)) for h, _, p in (s.rpartition(":") for s in r.cluster_nodes)]
             return RedisCluster(startup_nodes=nodes, socket_timeout=5, socket_connect_timeout=3)
-        return aioredis.Redis.from_url(r.url, socket_timeout=5, socket_connect_timeout=3)
+        return aioredis.Redis.from_url(r.url, socket_timeout=5, socket_connect_timeout=3, retry=_no_retry())
 
     async def start(self) -> None:
         self.redis = self._client()
         self._publish_user = self.redis.register_script(PUBLISH_USER)
         self._take_stored = self.redis.register_script(TAKE_STORED)
+        channels = [self.keys.topics, self.keys.probe(self.node_id)]
+        patterns = [] if self.directed else [self.keys.user_pattern]
+        self._main = _Listener(self, self._main_pubsub, channels, patterns)
         self._tasks = [
             asyncio.create_task(self._writer(), name="bus-writer"),
-            asyncio.create_task(self._reader(), name="bus-reader"),
             asyncio.create_task(self._heartbeat(), name="bus-heartbeat"),
         ]
+        self._main.start()
         # Give Redis a moment so a healthy start is ready at once; never block on it.
         for _ in range(30):
             if self.healthy:
@@ -88,25 +98,63 @@ class RedisBus:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        """Flush the outbox, leave the registry, close connections: each step bounded."""
         self._stopping = True
-        # Flush what is queued (bounded), then leave the registry.
         deadline = time.monotonic() + 2
         while self._outbox and self._commands_ok and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await asyncio.wait_for(self._leave(), 1)
-        except (*_CONNECTION_ERRORS, Exception) as exc:  # noqa: B014 - best effort at exit
-            log.debug("leaving the registry failed: %s", exc)
-        if self._pubsub is not None:
-            await _quietly(self._pubsub.aclose())
-        await _quietly(self.redis.aclose())
+        await _bounded("stopping the writer and heartbeat", asyncio.gather(*self._tasks, return_exceptions=True))
+        await _bounded("leaving the registry", self._leave())
+        for listener in [self._main, *self._shards.values()]:
+            if listener is not None:
+                await _bounded("closing a pub/sub connection", listener.stop())
+        await _bounded("closing the redis client", self.redis.aclose())
 
     async def _leave(self) -> None:
         await self.redis.zrem(self.keys.nodes, self.node_id)
         await self.redis.delete(self.keys.node_users(self.node_id))
+
+    @property
+    def _cluster(self) -> bool:
+        return bool(self.config.redis.cluster_nodes)
+
+    async def _main_pubsub(self) -> Any:
+        if not self._cluster:
+            # Its own connection settings: no timeout while waiting for messages, no retry.
+            client = aioredis.Redis.from_url(
+                self.config.redis.url, socket_timeout=None, socket_connect_timeout=3, retry=_no_retry()
+            )
+            return _PubSub(client.connection_pool)
+        # The owner of the topics slot; the broadcast pattern is served by any node.
+        await self.redis.initialize()
+        node = self.redis.get_node_from_key(self.keys.topics)
+        return _node_pubsub(node.host, node.port)
+
+    async def _listener_for(self, channel: str) -> _Listener:
+        """Where a shard channel is subscribed: the main listener, or its shard's own."""
+        assert self._main is not None
+        if not self._cluster:
+            return self._main
+        await self.redis.initialize()
+        node = self.redis.get_node_from_key(channel)
+        listener = self._shards.get(node.name)
+        if listener is None:
+            host, port = node.host, node.port
+
+            async def make() -> Any:
+                return _node_pubsub(host, port)
+
+            listener = _Listener(self, make, [], [])
+            self._shards[node.name] = listener
+            listener.start()
+        return listener
+
+    @property
+    def _reader_ok(self) -> bool:
+        listeners = [self._main, *self._shards.values()]
+        return all(listener is not None and listener.ok for listener in listeners)
 
     @property
     def healthy(self) -> bool:
@@ -167,54 +215,100 @@ class RedisBus:
         try:
             # Live delivery first (Redis counts this node from now on), then what
             # was stored before that: each message is in exactly one of the two.
-            await self._subscribe(channel)
+            await self._subscribe(user, destination, channel)
             raw = await self._take_stored(keys=[self.keys.store(user, destination)])
             stored = [decode(item, self._user_root)[1] for item in raw]
             self.stats.replayed += len(stored)
-        except _CONNECTION_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - the subscription goes live regardless
+            # What is stored stays stored: the next (re)subscription recovers it.
             log.warning("stored messages of %s %s not fetched: %s", user, destination, exc)
         replay(stored)
 
-    async def _subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
-        if self._pubsub is None or not self._reader_ok:
-            return  # subscribed by the reader when it (re)connects
-        waiter = asyncio.get_running_loop().create_future()
-        self._confirm.setdefault(channel, []).append(waiter)
-        await self._pubsub.ssubscribe(channel)
-        await asyncio.wait_for(waiter, 5)
+    async def _subscribe(self, user: str, destination: str, channel: str) -> None:
+        listener = await self._listener_for(channel)
+        self._user_channels[channel] = (user, destination, listener)
+        await listener.add(channel)
 
     def user_unsubscribed(self, user: str, destination: str) -> None:
         channel = self.keys.user_channel(user, destination)
-        self._channels.discard(channel)
-        if self._pubsub is not None and self._reader_ok:
-            asyncio.get_running_loop().create_task(_quietly(self._pubsub.sunsubscribe(channel)))
+        found = self._user_channels.pop(channel, None)
+        if found is not None:
+            found[2].remove(channel)
+
+    def _begin_recovery(self, channels: set[str]) -> list[tuple[str, Callable[[list[Message]], None]]]:
+        """A (re)subscription was confirmed: hold live deliveries until the stored ones are in."""
+        out = []
+        for channel in channels:
+            found = self._user_channels.get(channel)
+            if found is not None:
+                replay = self.broker.begin_recovery(found[0], found[1])
+                if replay is not None:
+                    out.append((channel, replay))
+        return out
+
+    async def _recover(self, resume: list[tuple[str, Callable[[list[Message]], None]]]) -> None:
+        """Resubscribed: hand over what was stored while the subscription was gone, then go live."""
+        sha = self._take_stored.sha
+        batch: list[tuple[str, Callable[[list[Message]], None]]] = []
+        try:
+            if not self._scripts_loaded:
+                await self._load_scripts()
+            while resume:
+                batch, resume = resume[:_BATCH], resume[_BATCH:]
+                pipe = self.redis.pipeline(transaction=False)
+                for channel, _replay in batch:
+                    user, destination, _ = self._user_channels.get(channel, (None, None, None))
+                    store = self.keys.store(user, destination) if user is not None else channel
+                    pipe.execute_command("EVALSHA", sha, 1, store)
+                results = await pipe.execute()
+                for (_channel, replay), raw in zip(batch, results):
+                    stored = [decode(item, self._user_root)[1] for item in raw]
+                    self.stats.replayed += len(stored)
+                    log.debug("recovered %d stored messages of %s", len(stored), _channel)
+                    replay(stored)
+                batch = []
+        except Exception as exc:  # noqa: BLE001 - stored messages stay for the next subscribe
+            log.warning("recovering messages stored during the outage failed: %s", exc)
+            for _channel, replay in [*batch, *resume]:
+                replay([])
 
     # ------------------------------------------------------- cluster view
 
+    # Answers come from Redis; BusUnavailable (HTTP 503) while it cannot be reached.
+
     async def pull(self, user: str, destination: str) -> list[Message]:
-        raw = await self._take_stored(keys=[self.keys.store(user, destination)])
+        try:
+            raw = await self._take_stored(keys=[self.keys.store(user, destination)])
+        except _CONNECTION_ERRORS as exc:
+            raise BusUnavailable(f"redis unreachable: {exc}") from None
         self.stats.replayed += len(raw)
         return [decode(item, self._user_root)[1] for item in raw]
 
     async def live_nodes(self) -> list[str]:
         cutoff = int(time.time() * 1000) - int(self.config.node_timeout_s * 1000)
-        nodes = await self.redis.zrangebyscore(self.keys.nodes, cutoff, "+inf")
+        try:
+            nodes = await self.redis.zrangebyscore(self.keys.nodes, cutoff, "+inf")
+        except _CONNECTION_ERRORS as exc:
+            raise BusUnavailable(f"redis unreachable: {exc}") from None
         return sorted(n.decode() for n in nodes)
 
+    async def _per_node(self, command: str, *args: Any) -> list[tuple[str, Any]]:
+        """One command on every live node's user hash, in one pipeline."""
+        nodes = await self.live_nodes()
+        pipe = self.redis.pipeline(transaction=False)
+        for node in nodes:
+            pipe.execute_command(command, self.keys.node_users(node), *args)
+        try:
+            results = await pipe.execute()
+        except _CONNECTION_ERRORS as exc:
+            raise BusUnavailable(f"redis unreachable: {exc}") from None
+        return list(zip(nodes, results))
+
     async def user_nodes(self, user: str, sessions_here: int) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for node in await self.live_nodes():
-            count = await self.redis.hget(self.keys.node_users(node), user)
-            if count and int(count) > 0:
-                out[node] = int(count)
-        return out
+        return {node: int(n) for node, n in await self._per_node("HGET", user) if n and int(n) > 0}
 
     async def online_users(self) -> list[str]:
-        users: set[str] = set()
-        for node in await self.live_nodes():
-            users.update(u.decode() for u in await self.redis.hkeys(self.keys.node_users(node)))
-        return sorted(users)
+        return sorted({u.decode() for _node, users in await self._per_node("HKEYS") for u in users})
 
     # ---------------------------------------------------------------- tasks
 
@@ -226,9 +320,14 @@ class RedisBus:
                 await self._wake.wait()
             batch = [self._outbox[i] for i in range(min(_BATCH, len(self._outbox)))]
             try:
+                if not self._scripts_loaded:
+                    await self._load_scripts()
                 results = await self._send(batch)
-            except _CONNECTION_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - the writer must survive anything
+                if not isinstance(exc, _CONNECTION_ERRORS):
+                    log.exception("publishing to redis failed")
                 self._commands_ok = False
+                self._scripts_loaded = False  # a restarted Redis has forgotten them
                 self._failed("publish", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -252,15 +351,14 @@ class RedisBus:
         node_users = keys.node_users(self.node_id)
         for kind, args, _done in batch:
             if kind == "topic":
-                pipe.publish(keys.topics, args[0])
+                pipe.execute_command("SPUBLISH", keys.topics, args[0])
                 self.stats.published += 1
             elif kind == "user":
                 user, destination, payload = args
                 bcast = "" if self.directed else keys.user_broadcast(user)
-                await self._publish_user(
-                    keys=[keys.user_channel(user, destination), keys.store(user, destination)],
-                    args=[payload, self.limits.max_messages, ttl_ms, bcast],
-                    client=pipe,
+                pipe.execute_command(  # EVALSHA: the cluster pipeline routes it by its keys
+                    "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
+                    payload, self.limits.max_messages, ttl_ms, bcast,
                 )
                 self.stats.published += 1
             else:  # sessions
@@ -270,6 +368,12 @@ class RedisBus:
                 else:
                     pipe.hdel(node_users, user)
         return await pipe.execute()
+
+    async def _load_scripts(self) -> None:
+        """SCRIPT LOAD (on every primary of a Cluster), so pipelines can EVALSHA without a check."""
+        await self.redis.script_load(PUBLISH_USER)
+        await self.redis.script_load(TAKE_STORED)
+        self._scripts_loaded = True
 
     async def _heartbeat(self) -> None:
         interval = self.config.node_heartbeat_s
@@ -289,62 +393,34 @@ class RedisBus:
                     if counts:
                         pipe.hset(users_key, mapping=counts)
                 pipe.pexpire(users_key, timeout_ms)
-                pipe.publish(self.keys.probe(self.node_id), b"probe")
+                pipe.execute_command("SPUBLISH", self.keys.probe(self.node_id), b"probe")
                 await pipe.execute()
+                if self._probe_unseen_since is None:
+                    self._probe_unseen_since = time.monotonic()
                 self._resync = False
                 if not self._commands_ok:
                     self._commands_ok = True
                     self._recovered()
-            except _CONNECTION_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - the heartbeat must survive anything
+                if not isinstance(exc, _CONNECTION_ERRORS):
+                    log.exception("heartbeat to redis failed")
                 self._commands_ok = False
                 self._failed("heartbeat", exc)
             await asyncio.sleep(interval)
-            if self._reader_ok and time.monotonic() - self._probe_seen > 3 * interval:
-                log.warning("pub/sub connection silent for %.1f s: reconnecting it", 3 * interval)
-                self._reader_ok = False
-                if self._pubsub is not None:
-                    await _quietly(self._pubsub.aclose())
-
-    async def _reader(self) -> None:
-        backoff = 0.1
-        while True:
-            pubsub = self.redis.pubsub()
-            self._pubsub = pubsub
-            try:
-                await pubsub.subscribe(self.keys.topics, self.keys.probe(self.node_id))
-                if not self.directed:
-                    await pubsub.psubscribe(self.keys.user_pattern)
-                if self._channels:
-                    await pubsub.ssubscribe(*self._channels)
-                self._probe_seen = time.monotonic()
-                self._reader_ok = True
-                self._resync = True
-                self._recovered()
-                backoff = 0.1
-                while self._reader_ok:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._on_pubsub(message)
-            except _CONNECTION_ERRORS as exc:
-                self._failed("subscribe", exc)
-            except asyncio.CancelledError:
-                raise
-            self._reader_ok = False
-            for waiters in self._confirm.values():
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(ConnectionError("pub/sub connection lost"))
-            self._confirm.clear()
-            await _quietly(pubsub.aclose())
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            main, unseen = self._main, self._probe_unseen_since
+            if main is not None and main.ok and unseen is not None and time.monotonic() - unseen > 3 * interval:
+                # Redis took our probes but the connection brought none back: it is dead
+                # without having said so (a silent network drop). Replace it.
+                log.warning("pub/sub connection silent for %.1f s: reconnecting it", time.monotonic() - unseen)
+                self._probe_unseen_since = None
+                await main.restart()
 
     def _on_pubsub(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind in (b"message", "message", b"pmessage", "pmessage", b"smessage", "smessage"):
             channel = _text(message["channel"])
             if channel == self.keys.probe(self.node_id):
-                self._probe_seen = time.monotonic()
+                self._probe_unseen_since = None
                 return
             self.stats.received += 1
             origin, msg = decode(message["data"], self._user_root)
@@ -353,14 +429,192 @@ class RedisBus:
                 return
             if not self.broker.dispatch(msg):
                 self.stats.ignored += 1
-        elif kind in (b"ssubscribe", "ssubscribe"):
-            for waiter in self._confirm.pop(_text(message["channel"]), ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+
+
+class _Listener:
+    """One pub/sub connection and the channels it should hold, re-established on failure.
+
+    Whenever a connection is (re)made, every wanted user channel is subscribed
+    again and what was stored for it while it had no subscriber here is
+    recovered, before the live messages that follow.
+    """
+
+    def __init__(
+        self, bus: RedisBus, make_pubsub: Callable[[], Awaitable[Any]], channels: list[str], patterns: list[str]
+    ) -> None:
+        self.bus = bus
+        self.make_pubsub = make_pubsub
+        self.patterns = patterns
+        self.shard_channels: set[str] = set(channels)
+        self.ok = False
+        self._ready = asyncio.Event()  # set while ok
+        self.pubsub: Any = None
+        self._confirm: dict[str, list[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="bus-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.pubsub is not None:
+            await _quietly(self.pubsub.aclose())
+
+    async def restart(self) -> None:
+        """Drop the connection; the run loop opens a new one and subscribes again."""
+        self.ok = False
+        if self.pubsub is not None:
+            await _quietly(asyncio.wait_for(self.pubsub.aclose(), 1))
+
+    async def add(self, channel: str) -> None:
+        """SSUBSCRIBE and wait until Redis confirms it (from then on, Redis counts us).
+
+        Without a connection it returns at once: the next connection subscribes
+        the channel and recovers what was stored for it meanwhile. Only a listener
+        reconnecting to a reachable Redis is worth a short wait.
+        """
+        self.shard_channels.add(channel)
+        if not self.ok:
+            if self.bus._commands_ok:
+                try:
+                    await asyncio.wait_for(self._ready.wait(), 2)
+                except asyncio.TimeoutError:
+                    return
+            if not self.ok:
+                return
+        waiter = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(waiter)
+        await self.pubsub.ssubscribe(channel)
+        await asyncio.wait_for(waiter, 5)
+
+    def remove(self, channel: str) -> None:
+        self.shard_channels.discard(channel)
+        if self.ok:
+            asyncio.get_running_loop().create_task(_quietly(self.pubsub.sunsubscribe(channel)))
+
+    async def _subscribe_shards(self, pubsub: Any) -> None:
+        """SSUBSCRIBE every wanted channel (also those wanted meanwhile), confirmed, then recover them."""
+        bus = self.bus
+        done: set[str] = set()
+        resume: list[tuple[str, Callable[[list[Message]], None]]] = []
+        try:
+            while missing := self.shard_channels - done:
+                await pubsub.ssubscribe(*missing)
+                deadline = time.monotonic() + 5
+                while missing:
+                    if time.monotonic() > deadline:
+                        raise asyncio.TimeoutError("shard channel subscriptions not confirmed")
+                    message = await pubsub.get_message(timeout=0.5)
+                    if message is None:
+                        continue
+                    if message["type"] in (b"ssubscribe", "ssubscribe"):
+                        channel = _text(message["channel"])
+                        missing.discard(channel)
+                        done.add(channel)
+                        # From here on live messages of the channel wait for the stored ones.
+                        resume += bus._begin_recovery({channel})
+                    else:
+                        bus._on_pubsub(message)
+            if not done and not self.patterns:
+                await pubsub.connect()
+        except BaseException:
+            for _channel, replay in resume:  # live deliveries must not wait for a connection
+                replay([])
+            raise
+        if resume:
+            asyncio.get_running_loop().create_task(bus._recover(resume))
+
+    async def _run(self) -> None:
+        bus = self.bus
+        backoff = 0.1
+        while True:
+            pubsub = None
+            try:
+                pubsub = self.pubsub = await self.make_pubsub()
+                if self.patterns:
+                    await pubsub.psubscribe(*self.patterns)
+                await self._subscribe_shards(pubsub)
+                log.debug("pub/sub connection up: %d shard channels, %d patterns", len(self.shard_channels), len(self.patterns))
+                self.ok = True
+                self._ready.set()
+                bus._probe_unseen_since = None
+                bus._resync = True
+                bus._recovered()
+                backoff = 0.1
+                while self.ok:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    kind = message["type"]
+                    if kind in (b"ssubscribe", "ssubscribe"):
+                        for waiter in self._confirm.pop(_text(message["channel"]), ()):
+                            if not waiter.done():
+                                waiter.set_result(None)
+                    else:
+                        bus._on_pubsub(message)
+            except Exception as exc:  # noqa: BLE001 - the listener must survive anything
+                if not isinstance(exc, _CONNECTION_ERRORS):
+                    log.exception("redis pub/sub failed")
+                bus._failed("subscribe", exc)
+            self.ok = False
+            if self is bus._main and not bus.directed:
+                # Broadcast on a Cluster: user messages come in on this connection but
+                # the shard subscriptions that make senders count this node live on
+                # others. Drop those too, so that meanwhile messages are stored
+                # (and recovered) rather than sent to a node that cannot hear them.
+                for shard in list(bus._shards.values()):
+                    await shard.restart()
+            self._ready.clear()
+            for waiters in self._confirm.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(ConnectionError("pub/sub connection lost"))
+            self._confirm.clear()
+            if pubsub is not None:
+                await _quietly(pubsub.aclose())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+
+def _no_retry() -> Retry:
+    """redis-py would reconnect and resubscribe silently; the bus must see each loss
+    (to recover what was stored meanwhile) and retries with its own backoff."""
+    return Retry(NoBackoff(), 0)
+
+
+class _PubSub(PubSub):
+    """redis-py's PubSub, minus its resubscription on reconnect.
+
+    After a read error redis-py reconnects (even with no retries) and
+    subscribes again on the new connection, then raises. That connection is a
+    zombie: Redis counts it as a subscriber, so messages are sent to it rather
+    than stored, and the bus closes it unread. The bus subscribes itself.
+    """
+
+    async def on_connect(self, connection: Any) -> None:
+        return None
+
+
+def _node_pubsub(host: str, port: int) -> Any:
+    """A pub/sub connection to one node of a Cluster (SSUBSCRIBE must go to the slot's owner)."""
+    client = aioredis.Redis(host=host, port=port, socket_timeout=None, socket_connect_timeout=3, retry=_no_retry())
+    return _PubSub(client.connection_pool)
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+async def _bounded(what: str, awaitable: Any, timeout: float = 1.0) -> None:
+    """At shutdown: give a step a second, and say so when it takes longer or fails."""
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        log.warning("shutdown: %s took over %.0f s; going on", what, timeout)
+    except Exception as exc:  # noqa: BLE001 - best effort at exit
+        log.debug("shutdown: %s failed: %s", what, exc)
 
 
 async def _quietly(awaitable: Any) -> None:

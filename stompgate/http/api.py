@@ -13,13 +13,14 @@ import binascii
 import hmac
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
 from ..broker.auth import AuthError, Credentials
 from ..broker.destinations import DestinationError
 from ..broker.message import Message
+from ..bus.base import BusUnavailable
 from ..convert import to_body
 
 if TYPE_CHECKING:
@@ -181,7 +182,10 @@ class PublishApi:
             return _error(400, str(exc))
         except AuthError as exc:
             return _error(401, f"authentication failed: {exc}")
-        messages = await self.bus.pull(user, destination)
+        try:
+            messages = await self.bus.pull(user, destination)
+        except BusUnavailable as exc:
+            return _error(503, str(exc))
         return web.json_response({"user": user, "messages": [_message_json(m) for m in messages]})
 
     def _user_of(self, request: web.Request) -> str:
@@ -200,27 +204,44 @@ class PublishApi:
             raise AuthError("no user")
         return user
 
+    async def _view(self, request: web.Request, answer: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+        """A cluster-view call: API key, then the answer, or 503 while Redis is unreachable."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong API key")
+        try:
+            return web.json_response(await answer())
+        except BusUnavailable as exc:
+            return _error(503, str(exc))
+
     async def user_info(self, request: web.Request) -> web.Response:
         """Is a user online, on which nodes, with how many sessions (cluster-wide)."""
-        if not self._authorized(request):
-            return _error(401, "missing or wrong API key")
         user = request.match_info["user"]
-        nodes = await self.bus.user_nodes(user, self.broker.online(user))
-        return web.json_response(
-            {"user": user, "online": bool(nodes), "sessions": sum(nodes.values()), "nodes": nodes}
-        )
+
+        async def answer() -> dict[str, Any]:
+            nodes = await self.bus.user_nodes(user, self.broker.online(user))
+            return {"user": user, "online": bool(nodes), "sessions": sum(nodes.values()), "nodes": nodes}
+
+        return await self._view(request, answer)
 
     async def users(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "missing or wrong API key")
-        return web.json_response({"users": await self.bus.online_users()})
+        async def answer() -> dict[str, Any]:
+            return {"users": await self.bus.online_users()}
+
+        return await self._view(request, answer)
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        """The live nodes: those whose heartbeat is younger than bus.node_timeout_s."""
+
+        async def answer() -> dict[str, Any]:
+            return {"nodes": await self.bus.live_nodes()}
+
+        return await self._view(request, answer)
 
     async def stats(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "missing or wrong API key")
-        return web.json_response(
-            {"node": self.bus.node_id, "broker": asdict(self.broker.stats), "bus": asdict(self.bus.stats)}
-        )
+        async def answer() -> dict[str, Any]:
+            return {"node": self.bus.node_id, "broker": asdict(self.broker.stats), "bus": asdict(self.bus.stats)}
+
+        return await self._view(request, answer)
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         return [
@@ -230,4 +251,5 @@ class PublishApi:
             web.get(f"{prefix}/users", self.users),
             web.get(f"{prefix}/users/{{user}}", self.user_info),
             web.get(f"{prefix}/stats", self.stats),
+            web.get(f"{prefix}/nodes", self.nodes),
         ]
