@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,40 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key"
 
 
+def _local_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _local_port_range()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range.
+
+    Ports from bind(0) come from the ephemeral range, where the outgoing
+    connections of other processes (Redis clients, WebSocket clients) may take
+    them before a node started in parallel binds them. Ports below it are only
+    ever taken on purpose. Each is handed out once per test run.
+    """
+    low = 20000 if _EPHEMERAL[0] > 21000 else 1024
+    high = min(_EPHEMERAL[0], 65536) if _EPHEMERAL[0] > 21000 else 65536
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        if port in _handed_out or _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found")
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +91,7 @@ class NodeProcess:
     config_path: Path
     log_path: Path
     config: dict[str, Any] = field(default_factory=dict)
+    killed: bool = False
 
     @property
     def ws_url(self) -> str:
@@ -76,6 +108,29 @@ class NodeProcess:
         with urllib.request.urlopen(self.http_url + "/health", timeout=2) as resp:
             return json.loads(resp.read())
 
+    @property
+    def id(self) -> str:
+        return str(self.config["node_id"]) if "node_id" in self.config else self.health()["node"]
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without a word to Redis or its clients."""
+        self.killed = True
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def wait_healthy(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"stompgate exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.health()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"stompgate did not become healthy:\n{self.log()}")
+
     def stop(self, timeout: float = 10) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.proc.poll() is None:
@@ -89,6 +144,13 @@ class NodeProcess:
 
 
 def start_node(tmp_path: Path, overrides: dict[str, Any] | None = None, name: str = "node") -> NodeProcess:
+    node = spawn_node(tmp_path, overrides, name)
+    node.wait_healthy()
+    return node
+
+
+def spawn_node(tmp_path: Path, overrides: dict[str, Any] | None = None, name: str = "node") -> NodeProcess:
+    """Start the process without waiting for it (start several, then wait for each)."""
     port, tcp_port = free_port(), free_port()
     config = deep_merge(base_config(port, tcp_port), overrides or {})
     config_path = tmp_path / f"{name}.yaml"
@@ -103,15 +165,4 @@ def start_node(tmp_path: Path, overrides: dict[str, Any] | None = None, name: st
             cwd=ROOT,
             env=env,
         )
-    node = NodeProcess(proc, config["server"]["port"], config["server"]["tcp"]["port"], config_path, log_path, config)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"stompgate exited with {proc.returncode}:\n{node.log()}")
-        try:
-            node.health()
-            return node
-        except OSError:
-            time.sleep(0.05)
-    node.stop()
-    raise RuntimeError(f"stompgate did not become healthy:\n{node.log()}")
+    return NodeProcess(proc, config["server"]["port"], config["server"]["tcp"]["port"], config_path, log_path, config)

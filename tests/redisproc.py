@@ -22,6 +22,10 @@ class RedisProcess:
     dir: Path
     proc: subprocess.Popen[bytes] | None = None
     cluster: bool = False
+    cluster_port: int = 0
+    # Append-only file, fsync'd on every write: what survives a restart is what a
+    # production Redis keeping offline messages would keep.
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -33,9 +37,14 @@ class RedisProcess:
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
         ]
+        if self.persistent:
+            args[args.index("--appendonly") + 1] = "yes"
+            args += ["--appendfsync", "always"]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf"),
-                     "--cluster-node-timeout", "2000"]
+                     "--cluster-node-timeout", "2000",
+                     # the default bus port is port + 10000, too high for ephemeral ports
+                     "--cluster-port", str(self.cluster_port or free_port())]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -62,14 +71,17 @@ class RedisProcess:
         return redis.Redis(port=self.port)
 
 
-def start_redis(tmp: Path) -> RedisProcess:
-    server = RedisProcess(free_port(), tmp / "redis")
+def start_redis(tmp: Path, persistent: bool = False) -> RedisProcess:
+    server = RedisProcess(free_port(), tmp / "redis", persistent=persistent)
     server.start()
     return server
 
 
-def start_cluster(tmp: Path, masters: int = 3) -> list[RedisProcess]:
-    servers = [RedisProcess(free_port(), tmp / f"redis-cluster-{i}", cluster=True) for i in range(masters)]
+def start_cluster(tmp: Path, masters: int = 3, persistent: bool = False) -> list[RedisProcess]:
+    servers = [
+        RedisProcess(free_port(), tmp / f"redis-cluster-{i}", cluster=True, cluster_port=free_port(), persistent=persistent)
+        for i in range(masters)
+    ]
     for s in servers:
         s.start()
     subprocess.run(

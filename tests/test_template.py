@@ -9,6 +9,7 @@ import yaml
 
 from stompgate.template import AsyncMessagingTemplate, MessagingTemplate
 
+from .clusterkit import DEPLOYMENTS, started
 from .redisproc import start_redis
 from .stompclient import WsStomp
 
@@ -22,10 +23,12 @@ def redis_server(tmp_path):
     server.stop()
 
 
-@pytest.fixture(params=["directed", "broadcast"])
-def cluster(request, node_factory, redis_server):
-    config = {"bus": {"type": "redis", "routing": request.param, "redis": {"url": redis_server.url}}}
-    return request.param, config, [node_factory(config), node_factory(config)]
+@pytest.fixture(params=DEPLOYMENTS)
+def cluster(request, node_factory, bus_config_for):
+    """Two nodes on a standalone Redis or a Redis Cluster, in either routing mode."""
+    config = bus_config_for(*request.param)
+    nodes = started(node_factory, config, 2)
+    return request.param[1], config, nodes
 
 
 async def test_sync_template_reaches_topics_and_users_on_every_node(cluster) -> None:
@@ -36,7 +39,7 @@ async def test_sync_template_reaches_topics_and_users_on_every_node(cluster) -> 
         await c.subscribe("/topic/news")
     bob = await WsStomp.connect(n2.ws_url, "bob")
     await bob.subscribe("/user/queue/reply")
-    with MessagingTemplate(n1.config["bus"]["redis"]["url"], routing=routing) as template:
+    with MessagingTemplate.from_config(str(n1.config_path)) as template:
         template.convert_and_send("/topic/news", {"title": "hello"})
         assert template.convert_and_send_to_user("bob", "/queue/reply", "hi bob", {"x-id": 7}) is True
         template.convert_and_send("/user/bob/queue/reply", b"\x00\x01")
@@ -52,7 +55,7 @@ async def test_sync_template_reaches_topics_and_users_on_every_node(cluster) -> 
 
 async def test_async_template_stores_for_offline_users(cluster) -> None:
     routing, _, (n1, n2) = cluster
-    async with AsyncMessagingTemplate(n1.config["bus"]["redis"]["url"], routing=routing) as template:
+    async with AsyncMessagingTemplate.from_config(str(n1.config_path)) as template:
         assert await template.convert_and_send_to_user("carol", "/queue/inbox", "one") is False
         assert await template.convert_and_send_to_user("carol", "/user/queue/inbox", "two") is False
         carol = await WsStomp.connect(n2.ws_url, "carol")
