@@ -113,3 +113,37 @@ def test_api_can_be_disabled(node_factory) -> None:
             urllib.request.Request(node.http_url + "/api/publish", data=b"{}", method="POST"), timeout=5
         )
     assert info.value.code == 404
+
+
+async def test_a_node_alone_keeps_offline_messages_in_memory(node_factory) -> None:
+    """No Redis: the same offline store, pull and registry, within the one node."""
+    node = node_factory({"offline": {"max_messages": 2}})
+    alice = await WsStomp.connect(node.ws_url, "alice")
+    for i in range(3):
+        await alice.publish("/user/carol/queue/inbox", f"m{i}")
+    await alice.publish("/user/carol/queue/other", "pulled")
+    status, reply = get(node, "/api/users/carol")
+    assert (status, reply) == (200, {"user": "carol", "online": False, "sessions": 0, "nodes": {}})
+    carol = await WsStomp.connect(node.ws_url, "carol")
+    await carol.subscribe("/user/queue/inbox")
+    assert [(await carol.recv()).body for _ in range(2)] == [b"m1", b"m2"]  # the cap keeps the newest
+    node_id = node.health()["node"]
+    assert get(node, "/api/users/carol")[1] == {"user": "carol", "online": True, "sessions": 1, "nodes": {node_id: 1}}
+    assert get(node, "/api/users")[1] == {"users": ["alice", "carol"]}
+    assert get(node, "/api/nodes")[1] == {"nodes": [node_id]}
+    status, reply = post(node, "/api/unread", {"user": "carol", "destination": "/queue/other"})
+    assert [m["payload"] for m in reply["messages"]] == ["pulled"]
+    assert post(node, "/api/unread", {"user": "carol", "destination": "/queue/other"})[1]["messages"] == []
+    second = await WsStomp.connect(node.ws_url, "carol")
+    await second.subscribe("/user/queue/inbox")
+    with pytest.raises(TimeoutError):  # delivered once: nothing replayed to a later session
+        await second.recv(0.3)
+
+
+def get(node, path: str) -> tuple[int, dict]:
+    req = urllib.request.Request(node.http_url + path, headers={"Authorization": f"Bearer {API_KEY}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -319,14 +319,17 @@ class Session:
         )
         sub = Subscription(self, sub_id, target.destination, ack, user, head)
         self.subscriptions[sub_id] = sub
-        self.broker.subscribe(sub)
-        if sub.replay is not None and self._receipt_of is not None:
+        if user is not None and self._receipt_of is not None:
             # The RECEIPT says the subscription is live across the cluster: it waits
-            # for the bus to subscribe (and to fetch what was stored for the user).
+            # for the bus to subscribe and comes before the stored messages it fetched.
             slot = _ReceiptSlot(self._receipt_of, False)
             self._receipts.append(slot)
             sub.on_live = lambda: self._confirmed(slot, None)
             self._receipt_of = None
+        self.broker.subscribe(sub)
+        if sub.on_live is not None and sub.replay is None:  # live at once: nothing to wait for
+            on_live, sub.on_live = sub.on_live, None
+            on_live()
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         sub_id = frame.headers.get("id")
