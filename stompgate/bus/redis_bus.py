@@ -345,10 +345,13 @@ class RedisBus:
                     done(None)
 
     async def _send(self, batch: list[tuple[str, tuple[Any, ...], Done | None]]) -> list[Any]:
+        """One pipeline for the batch; returns each entry's result (for user messages:
+        how many nodes got it live, 0 meaning stored)."""
         pipe = self.redis.pipeline(transaction=False)
         keys = self.keys
         ttl_ms = int(self.limits.ttl_s * 1000)
         node_users = keys.node_users(self.node_id)
+        positions = []  # index in the pipeline of each entry's last command
         for kind, args, _done in batch:
             if kind == "topic":
                 pipe.execute_command("SPUBLISH", keys.topics, args[0])
@@ -361,13 +364,20 @@ class RedisBus:
                     payload, self.limits.max_messages, ttl_ms, bcast,
                 )
                 self.stats.published += 1
-            else:  # sessions
+            elif kind == "sessions":
                 user, count = args
                 if count:
                     pipe.hset(node_users, user, count)
                 else:
                     pipe.hdel(node_users, user)
-        return await pipe.execute()
+            else:  # resync: this node's users as the broker has them now
+                pipe.delete(node_users)
+                counts = {u: len(e.sessions) for u, e in self.broker.users.items()}
+                if counts:
+                    pipe.hset(node_users, mapping=counts)
+            positions.append(len(pipe) - 1)
+        results = await pipe.execute()
+        return [results[i] for i in positions]
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster), so pipelines can EVALSHA without a check."""
@@ -385,19 +395,18 @@ class RedisBus:
                 pipe.zadd(self.keys.nodes, {self.node_id: now_ms})
                 pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms - timeout_ms)
                 users_key = self.keys.node_users(self.node_id)
-                if self._resync:
-                    # After an outage (or at start) Redis may have lost everything:
-                    # write this node's users again from the broker's own state.
-                    pipe.delete(users_key)
-                    counts = {u: len(e.sessions) for u, e in self.broker.users.items()}
-                    if counts:
-                        pipe.hset(users_key, mapping=counts)
                 pipe.pexpire(users_key, timeout_ms)
                 pipe.execute_command("SPUBLISH", self.keys.probe(self.node_id), b"probe")
                 await pipe.execute()
                 if self._probe_unseen_since is None:
                     self._probe_unseen_since = time.monotonic()
-                self._resync = False
+                if self._resync:
+                    # After an outage (or at start) Redis may have lost everything: write
+                    # this node's users again. Through the outbox, so that session
+                    # changes queued before or after it apply in their order.
+                    self._resync = False
+                    self._outbox.append(("resync", (), None))
+                    self._wake.set()
                 if not self._commands_ok:
                     self._commands_ok = True
                     self._recovered()
