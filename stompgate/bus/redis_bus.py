@@ -67,7 +67,6 @@ class RedisBus:
         # When the oldest probe published since the last one seen went out.
         self._probe_unseen_since: float | None = None
         self._resync = True
-        self._stopping = False
         self._user_root = broker.rules.user_root
 
     # ------------------------------------------------------------ lifecycle
@@ -99,7 +98,6 @@ class RedisBus:
 
     async def stop(self) -> None:
         """Flush the outbox, leave the registry, close connections: each step bounded."""
-        self._stopping = True
         deadline = time.monotonic() + 2
         while self._outbox and self._commands_ok and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -256,15 +254,17 @@ class RedisBus:
             while resume:
                 batch, resume = resume[:_BATCH], resume[_BATCH:]
                 pipe = self.redis.pipeline(transaction=False)
-                for channel, _replay in batch:
-                    user, destination, _ = self._user_channels.get(channel, (None, None, None))
-                    store = self.keys.store(user, destination) if user is not None else channel
-                    pipe.execute_command("EVALSHA", sha, 1, store)
-                results = await pipe.execute()
-                for (_channel, replay), raw in zip(batch, results):
+                # A channel unsubscribed meanwhile keeps its store for the next subscription.
+                wanted = [self._user_channels.get(channel) for channel, _replay in batch]
+                for found in wanted:
+                    if found is not None:
+                        pipe.execute_command("EVALSHA", sha, 1, self.keys.store(found[0], found[1]))
+                results = iter(await pipe.execute())
+                for (channel, replay), found in zip(batch, wanted):
+                    raw = next(results) if found is not None else []
                     stored = [decode(item, self._user_root)[1] for item in raw]
                     self.stats.replayed += len(stored)
-                    log.debug("recovered %d stored messages of %s", len(stored), _channel)
+                    log.debug("recovered %d stored messages of %s", len(stored), channel)
                     replay(stored)
                 batch = []
         except Exception as exc:  # noqa: BLE001 - stored messages stay for the next subscribe
@@ -339,6 +339,8 @@ class RedisBus:
             for _ in batch:
                 self._outbox.popleft()
             for (kind, _args, done), result in zip(batch, results):
+                if kind in ("topic", "user"):
+                    self.stats.published += 1  # counted once sent: a retried batch counts once
                 if kind == "user" and result == 0:
                     self.stats.stored += 1
                 if done is not None:
@@ -355,7 +357,6 @@ class RedisBus:
         for kind, args, _done in batch:
             if kind == "topic":
                 pipe.execute_command("SPUBLISH", keys.topics, args[0])
-                self.stats.published += 1
             elif kind == "user":
                 user, destination, payload = args
                 bcast = "" if self.directed else keys.user_broadcast(user)
@@ -363,7 +364,6 @@ class RedisBus:
                     "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
                     payload, self.limits.max_messages, ttl_ms, bcast,
                 )
-                self.stats.published += 1
             elif kind == "sessions":
                 user, count = args
                 if count:
