@@ -9,6 +9,7 @@ import pytest
 from .clusterkit import FAST
 from .nodes import NodeProcess, spawn_node
 from .redisproc import RedisProcess, start_cluster, start_redis
+from .sockjsecho import EchoServer, start_echo_server
 from .stompclient import WsStomp
 
 
@@ -51,6 +52,14 @@ async def close_ws_clients(node_factory: Callable[..., NodeProcess]) -> AsyncIte
     """Close the test's WsStomp clients before its nodes are stopped."""
     yield
     await WsStomp.close_all()
+
+
+@pytest.fixture(scope="session")
+def sockjs_echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoServer]:
+    """tests/sockjs_echo_server.py (the four services of the SockJS protocol suite)."""
+    server = start_echo_server(tmp_path_factory.mktemp("sockjs-echo"))
+    yield server
+    server.stop()
 
 
 _prefixes = itertools.count()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from ..broker.session import CLOSE_POLICY, Session
+from ..wsio import WAKE, close_reason, wake, write_message
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -24,25 +24,11 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 
-_OP_TEXT = 0x81  # FIN + text
-_OP_BINARY = 0x82  # FIN + binary
-_LEN16 = struct.Struct("!BBH").pack
-_LEN64 = struct.Struct("!BBQ").pack
-_SMALL_WRITE = 16 * 1024
-
-
-# Fed to aiohttp's message queue to wake the handler blocked in receive().
-_WAKE = WSMessage(WSMsgType.ERROR, None, None)
-
-
 class WebSocketOutbound:
     """The :class:`~stompgate.broker.session.Outbound` of one WebSocket connection.
 
     ``close`` only records the code and wakes the handler task, which then runs
-    aiohttp's closing handshake itself. aiohttp's ``close()`` called from another
-    task while the handler waits in ``receive()`` drops the TCP connection without
-    waiting for the client's close frame; with client data still unread, the
-    kernel answers with a reset and the client may lose the ERROR frame.
+    aiohttp's closing handshake itself (see :func:`stompgate.wsio.wake`).
     """
 
     __slots__ = ("_ws", "_transport", "_limit", "closing", "close_code", "close_reason", "session", "done")
@@ -61,19 +47,7 @@ class WebSocketOutbound:
         transport = self._transport
         if self.closing or transport.is_closing():
             return
-        n = len(data)
-        first = _OP_BINARY if binary else _OP_TEXT
-        if n < 126:
-            header = bytes((first, n))
-        elif n < 65536:
-            header = _LEN16(first, 126, n)
-        else:
-            header = _LEN64(first, 127, n)
-        if n <= _SMALL_WRITE:
-            transport.write(header + data)
-        else:
-            transport.write(header)
-            transport.write(data)
+        write_message(transport, data, binary)
         if transport.get_write_buffer_size() > self._limit and self.session is not None:
             log.warning(
                 "session %s (%s): slow consumer, %d bytes unsent; closing",
@@ -89,15 +63,11 @@ class WebSocketOutbound:
         self.closing = True
         self.close_code = code
         self.close_reason = reason
-        reader = getattr(self._ws, "_reader", None)  # aiohttp internals, pinned <4
-        if reader is not None:
-            reader.feed_data(_WAKE, 0)
+        wake(self._ws)
 
     async def finish(self) -> None:
         """The closing handshake, from the handler task (a no-op if already closed)."""
-        # A close reason must fit in 123 bytes; do not cut a character in two.
-        message = self.close_reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-        await self._ws.close(code=self.close_code, message=message)
+        await self._ws.close(code=self.close_code, message=close_reason(self.close_reason))
 
 
 def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: set[WebSocketOutbound]):
@@ -143,7 +113,7 @@ def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: 
                 elif kind is WSMsgType.BINARY:
                     receive(msg.data)
                 else:
-                    if kind is WSMsgType.ERROR and msg is not _WAKE:
+                    if kind is WSMsgType.ERROR and msg is not WAKE:
                         log.debug("session %s: websocket error %s", session.id, ws.exception())
                     break
             await out.finish()

@@ -1,0 +1,59 @@
+"""Synchronous WebSocket writes on an aiohttp connection, shared by the STOMP and SockJS transports.
+
+aiohttp's ``send_str`` is a coroutine; a broker fan-out wants to write from plain
+callbacks without a task per message. The frame header is built here and written
+straight to the transport; aiohttp keeps the handshake, the reading side and the
+closing handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from aiohttp import WSMessage, WSMsgType, web
+
+_OP_TEXT = 0x81  # FIN + text
+_OP_BINARY = 0x82  # FIN + binary
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
+_SMALL_WRITE = 16 * 1024
+
+# Fed to aiohttp's message queue to wake a handler blocked in receive().
+WAKE = WSMessage(WSMsgType.ERROR, None, None)
+
+
+def write_message(transport: asyncio.Transport, data: bytes, binary: bool) -> None:
+    """One unmasked server-to-client message (text unless ``binary``)."""
+    n = len(data)
+    first = _OP_BINARY if binary else _OP_TEXT
+    if n < 126:
+        header = bytes((first, n))
+    elif n < 65536:
+        header = _LEN16(first, 126, n)
+    else:
+        header = _LEN64(first, 127, n)
+    if n <= _SMALL_WRITE:
+        transport.write(header + data)
+    else:
+        transport.write(header)
+        transport.write(data)
+
+
+def wake(ws: web.WebSocketResponse) -> None:
+    """Make the handler's pending ``ws.receive()`` return :data:`WAKE`.
+
+    aiohttp's ``close()`` called from another task while the handler waits in
+    ``receive()`` drops the TCP connection without waiting for the client's close
+    frame; with client data still unread, the kernel answers with a reset and the
+    client may lose the last frames. So other tasks only wake the handler, which
+    then runs the closing handshake itself.
+    """
+    reader = getattr(ws, "_reader", None)  # aiohttp internals, pinned <4
+    if reader is not None:
+        reader.feed_data(WAKE, 0)
+
+
+def close_reason(reason: str) -> bytes:
+    """A close reason cut to the 123 bytes a close frame allows, on a character boundary."""
+    return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
