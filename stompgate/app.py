@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 from contextlib import suppress
+from pathlib import Path
 
 from aiohttp import web
 
@@ -16,7 +17,10 @@ from .broker.auth import Authenticator
 from .bus.base import OfflineLimits
 from .bus.memory import MemoryBus
 from .config import Config
+from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
+from .sockjs import SockJSEndpoint, SockJSOptions
+from .transport.sockjs import sockjs_message_limit, stomp_sockjs_endpoint
 from .transport.tcp import start_tcp_server
 from .transport.websocket import WebSocketOutbound, websocket_handler
 
@@ -26,7 +30,7 @@ log = logging.getLogger("stompgate")
 def make_authenticator(config: Config) -> Authenticator:
     auth = config.auth
     if auth.mode == "dev":
-        return DevAuthenticator()
+        return DevAuthenticator(auth.cookie)
     if auth.mode == "static":
         return StaticAuthenticator(auth.users)
     jwt = auth.jwt
@@ -38,6 +42,7 @@ def make_authenticator(config: Config) -> Authenticator:
         issuer=jwt.issuer,
         leeway_s=jwt.leeway_s,
         require_exp=jwt.require_exp,
+        cookie=auth.cookie,
     )
 
 
@@ -81,6 +86,7 @@ class Node:
         self.broker.bus = self.bus
         self._expiry: asyncio.TimerHandle | None = None
         self._outbounds: set[WebSocketOutbound] = set()
+        self._sockjs: list[SockJSEndpoint] = []
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
         self.app = self._make_app()
@@ -91,12 +97,49 @@ class Node:
         handler = websocket_handler(self.broker, cfg.server.max_outbound_buffer, self._outbounds)
         for path in cfg.server.websocket_paths:
             app.router.add_get(path, handler)
+        for sj in cfg.server.sockjs:
+            options = SockJSOptions(
+                websocket=sj.websocket,
+                cookie_needed=sj.cookie_needed,
+                heartbeat_s=sj.heartbeat_s,
+                disconnect_delay_s=sj.disconnect_delay_s,
+                streaming_limit=sj.streaming_limit,
+                client_url=sj.client_url,
+                allowed_origins=list(sj.allowed_origins),
+                max_message_size=sockjs_message_limit(cfg.stomp.max_frame_size),
+            )
+            endpoint = stomp_sockjs_endpoint(self.broker, sj.path, options, cfg.server.max_outbound_buffer)
+            endpoint.add_routes(app.router)
+            self._sockjs.append(endpoint)
         if cfg.api.enabled:
             assert cfg.api.key is not None
             app.add_routes(PublishApi(self.broker, self.bus, cfg.api.key).routes(cfg.api.prefix))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
+        for static in cfg.server.static:
+            self._add_static(app, static.path.rstrip("/"), static.dir)
+        context = NodeContext(app, self.broker, self.bus, self.node_id)
+        for path in cfg.server.extensions:
+            load_extension(path, context)
         return app
+
+    @staticmethod
+    def _add_static(app: web.Application, prefix: str, directory: str) -> None:
+        """A directory's files under ``prefix``; ``prefix`` and ``prefix/`` serve its index.html."""
+        index = Path(directory) / "index.html"
+
+        async def serve_index(request: web.Request) -> web.StreamResponse:
+            if not index.is_file():
+                raise web.HTTPNotFound()
+            return web.FileResponse(index)
+
+        async def to_slash(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(prefix + "/")
+
+        if prefix:
+            app.router.add_get(prefix, to_slash)
+        app.router.add_get(prefix + "/", serve_index)
+        app.router.add_static(prefix or "/", directory, follow_symlinks=False)
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness: the process serves HTTP."""
@@ -118,7 +161,10 @@ class Node:
         cfg = self.config.server
         await self.bus.start()
         self._expire_offline()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1)
+        # handler_cancellation: a client that drops a waiting SockJS poll is noticed at once.
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=1, handler_cancellation=True
+        )
         await self._runner.setup()
         # TCP first: once /health answers, every listener accepts connections.
         if cfg.tcp.enabled:
@@ -126,16 +172,19 @@ class Node:
         site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, backlog=1024)
         await site.start()
         log.info(
-            "stompgate %s node %s listening on http://%s:%d (websocket: %s; api: %s; tcp: %s; bus: %s)",
+            "stompgate %s node %s listening on http://%s:%d (websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",
             __version__,
             self.node_id,
             cfg.host,
             cfg.port,
-            ", ".join(cfg.websocket_paths),
+            ", ".join(cfg.websocket_paths) or "off",
+            ", ".join(s.path for s in cfg.sockjs) or "off",
             self.config.api.prefix if self.config.api.enabled else "off",
             f"{cfg.tcp.host}:{cfg.tcp.port}" if cfg.tcp.enabled else "off",
             "memory" if self.config.bus.type == "memory" else f"redis, {self.config.bus.routing}",
         )
+        for static in cfg.static:
+            log.info("serving %s at http://%s:%d%s/", static.dir, cfg.host, cfg.port, static.path.rstrip("/"))
 
     async def stop(self) -> None:
         """Tell every client the server is going away (ERROR + 1012), then stop listening."""
@@ -143,7 +192,8 @@ class Node:
             self._tcp.close()
         self.broker.shutdown()
         handlers = [o.done for o in self._outbounds]
-        if handlers:  # closing handshakes, bounded
+        handlers += [asyncio.ensure_future(e.drain(2)) for e in self._sockjs]
+        if handlers:  # closing handshakes and last SockJS frames, bounded
             await asyncio.wait(handlers, timeout=2)
         if self._expiry is not None:
             self._expiry.cancel()

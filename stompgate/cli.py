@@ -49,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from .app import run
+    from .extensions import ExtensionError
 
     try:
         run(config)
     except OSError as exc:
         logging.getLogger("stompgate").error("cannot start: %s", exc)
         return 1
+    except ExtensionError as exc:
+        logging.getLogger("stompgate").error("cannot start: server.extensions: %s", exc)
+        return 2
     return 0

@@ -45,10 +45,60 @@ class TcpConfig:
 
 
 @dataclass
+class SockJSConfig:
+    """A STOMP-over-SockJS endpoint, like Spring's ``addEndpoint(path).withSockJS()``."""
+
+    path: str = ""
+    websocket: bool = True
+    # Set a JSESSIONID cookie, for load balancers whose stickiness needs one.
+    cookie_needed: bool = False
+    # SockJS 'h' frames; off for a session once STOMP heart-beats are negotiated.
+    heartbeat_s: float = 25.0
+    # A session without a receiving request for this long is closed.
+    disconnect_delay_s: float = 5.0
+    # Bytes after which a streaming response ends and the client opens a new one.
+    streaming_limit: int = 128 * 1024
+    # sockjs-client for the iframe page of cross-domain transports.
+    client_url: str = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
+    # Page origins allowed to connect ("*": any), e.g. https://app.example.com
+    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if not self.path.startswith("/") or self.path == "/" or self.path.endswith("/"):
+            problems.append(f"{path}.path: required, starts with '/' and does not end with one, got {self.path!r}")
+        _positive(self.heartbeat_s, f"{path}.heartbeat_s", problems)
+        _positive(self.disconnect_delay_s, f"{path}.disconnect_delay_s", problems)
+        _positive(self.streaming_limit, f"{path}.streaming_limit", problems)
+        for i, origin in enumerate(self.allowed_origins):
+            if origin != "*" and "://" not in origin:
+                problems.append(f"{path}.allowed_origins[{i}]: expected '*' or scheme://host[:port], got {origin!r}")
+
+
+@dataclass
+class StaticConfig:
+    """Files served as they are, e.g. a page and its npm libraries."""
+
+    path: str = ""
+    dir: str = ""  # relative to the config file's directory
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if not self.path.startswith("/"):
+            problems.append(f"{path}.path: required, must start with '/', got {self.path!r}")
+        if not self.dir:
+            problems.append(f"{path}.dir: required")
+        elif not Path(self.dir).is_dir():
+            problems.append(f"{path}.dir: no such directory: {self.dir}")
+
+
+@dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     websocket_paths: list[str] = field(default_factory=lambda: ["/ws"])
+    sockjs: list[SockJSConfig] = field(default_factory=list)
+    static: list[StaticConfig] = field(default_factory=list)
+    # Python files whose setup(node) adds HTTP routes (an application's endpoints).
+    extensions: list[str] = field(default_factory=list)
     # A session whose unsent output passes this many bytes is a slow consumer: closed.
     max_outbound_buffer: int = 8 * 1024 * 1024
     tcp: TcpConfig = field(default_factory=TcpConfig)
@@ -61,6 +111,16 @@ class ServerConfig:
                 problems.append(f"{path}.websocket_paths[{i}]: must start with '/', got {ws_path!r}")
         if len(set(self.websocket_paths)) != len(self.websocket_paths):
             problems.append(f"{path}.websocket_paths: paths must be unique")
+        for i, sockjs in enumerate(self.sockjs):
+            sockjs.validate(f"{path}.sockjs[{i}]", problems)
+        taken = list(self.websocket_paths) + [s.path for s in self.sockjs]
+        if len(set(taken)) != len(taken):
+            problems.append(f"{path}.sockjs: a path is used twice (websocket_paths and sockjs paths must differ)")
+        for i, static in enumerate(self.static):
+            static.validate(f"{path}.static[{i}]", problems)
+        for i, ext in enumerate(self.extensions):
+            if not Path(ext).is_file():
+                problems.append(f"{path}.extensions[{i}]: no such file: {ext}")
         _positive(self.max_outbound_buffer, f"{path}.max_outbound_buffer", problems)
 
 
@@ -144,10 +204,17 @@ class AuthConfig:
     mode: Literal["dev", "static", "jwt"] | None = None
     users: dict[str, str] = field(default_factory=dict)
     jwt: JwtConfig = field(default_factory=JwtConfig)
+    # A cookie of the handshake (WebSocket or SockJS) that carries the credential
+    # when CONNECT does not: the user name in dev mode, the token in jwt mode.
+    cookie: str | None = None
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.mode is None:
             problems.append(f"{path}.mode: required: one of dev, static, jwt")
+        if self.cookie is not None and self.mode == "static":
+            problems.append(f"{path}.cookie: only for mode dev or jwt (static checks login and passcode)")
+        if self.cookie is not None and (not self.cookie or any(c in self.cookie for c in "=;, \t")):
+            problems.append(f"{path}.cookie: not a valid cookie name: {self.cookie!r}")
         if self.mode == "static" and not self.users:
             problems.append(f"{path}.users: required when {path}.mode is static (user name: password)")
         if self.mode == "jwt":
@@ -243,9 +310,9 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
-        ws = set(self.server.websocket_paths)
+        ws = set(self.server.websocket_paths) | {s.path for s in self.server.sockjs}
         if self.api.enabled and any(p == self.api.prefix or p.startswith(self.api.prefix + "/") for p in ws):
-            problems.append(f"server.websocket_paths: a path lies under api.prefix {self.api.prefix!r}")
+            problems.append(f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}")
 
 
 # ----------------------------------------------------------------- validation
@@ -384,8 +451,20 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     _env_overrides(os.environ if env is None else env, data)
     problems: list[str] = []
     config = _build(Config, data, "", problems)
+    if not problems and path is not None:
+        _resolve_paths(config, Path(path).resolve().parent)
     if not problems:
         _validate_tree(config, "", problems)
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def _resolve_paths(config: Config, base: Path) -> None:
+    """Files named in the config are relative to the config file, wherever the node is started."""
+    for static in config.server.static:
+        if static.dir:
+            static.dir = str(base / static.dir)
+    config.server.extensions = [str(base / ext) for ext in config.server.extensions]
+    if config.auth.jwt.public_key_file:
+        config.auth.jwt.public_key_file = str(base / config.auth.jwt.public_key_file)

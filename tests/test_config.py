@@ -59,11 +59,65 @@ def test_top_level_config_is_valid_and_single_node() -> None:
         ),
         ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"websocket_paths": "/ws"}}, "server.websocket_paths: expected a list"),
         ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "unknown": 1}, "unknown: unknown key"),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "chat/"}]}},
+            "server.sockjs[0].path: required, starts with '/'",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/ws"}]}},
+            "server.sockjs: a path is used twice",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/s", "heartbeat_s": 0}]}},
+            "server.sockjs[0].heartbeat_s: must be > 0",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/s", "allowed_origins": ["example.com"]}]}},
+            "server.sockjs[0].allowed_origins[0]: expected '*' or scheme://host[:port]",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/s", "hearbeat_s": 1}]}},
+            "server.sockjs[0].hearbeat_s: unknown key (did you mean 'heartbeat_s'?)",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"static": [{"path": "/chat", "dir": "no-such-dir"}]}},
+            "server.static[0].dir: no such directory:",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"extensions": ["missing.py"]}},
+            "server.extensions[0]: no such file:",
+        ),
+        (
+            {"auth": {"mode": "static", "users": {"a": "b"}, "cookie": "sid"}, "api": {"key": "k"}},
+            "auth.cookie: only for mode dev or jwt",
+        ),
+        ({"auth": {"mode": "dev", "cookie": "a b"}, "api": {"key": "k"}}, "auth.cookie: not a valid cookie name"),
     ],
 )
 def test_each_problem_names_its_key(tmp_path: Path, data: dict, expected: str) -> None:
     found = problems(tmp_path, data)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "ext.py").write_text("def setup(node):\n    pass\n")
+    data = {
+        "auth": {"mode": "dev"},
+        "api": {"key": "k"},
+        "server": {"static": [{"path": "/site", "dir": "site"}], "extensions": ["ext.py"]},
+    }
+    config = load_config(write(tmp_path, data), env={})
+    assert config.server.static[0].dir == str(tmp_path / "site")
+    assert config.server.extensions == [str(tmp_path / "ext.py")]
+
+
+def test_top_level_config_serves_the_chat_example() -> None:
+    config = load_config(ROOT / "config.yaml", env={})
+    assert [s.path for s in config.server.sockjs] == ["/chat-websocket"]
+    assert Path(config.server.static[0].dir) == ROOT / "examples" / "chat"
+    assert config.server.extensions == [str(ROOT / "examples" / "chat" / "backend.py")]
+    assert config.auth.cookie == "chat_user"
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:

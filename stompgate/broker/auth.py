@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import unquote
 from typing import Protocol
 
 import jwt
@@ -27,6 +29,21 @@ class Credentials:
     handshake_headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     query: dict[str, str] = field(default_factory=dict)
 
+    def cookie(self, name: str | None) -> str | None:
+        """A cookie the handshake carried (a page's login cookie), if any."""
+        raw = self.handshake_headers.get("cookie")
+        if not name or not raw:
+            return None
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(raw)
+        except CookieError:
+            return None
+        morsel = jar.get(name)
+        if morsel is None:
+            return None
+        return unquote(morsel.value).strip() or None  # pages write cookies with encodeURIComponent
+
 
 class Authenticator(Protocol):
     def authenticate(self, creds: Credentials) -> str | None:
@@ -34,18 +51,21 @@ class Authenticator(Protocol):
 
 
 class DevAuthenticator:
-    """Development mode: the CONNECT ``login`` header is the user name, no password."""
+    """Development mode: the CONNECT ``login`` header (or the login cookie) is the user name, no password."""
 
-    def __init__(self) -> None:
+    def __init__(self, cookie: str | None = None) -> None:
+        self.cookie = cookie
         log.warning(
-            "auth.mode is 'dev': the CONNECT login header is trusted as the user name "
-            "without a password. Use this for development only."
+            "auth.mode is 'dev': the CONNECT login header%s is trusted as the user name "
+            "without a password. Use this for development only.",
+            f" (or the {cookie} cookie)" if cookie else "",
         )
 
     def authenticate(self, creds: Credentials) -> str | None:
-        login = creds.connect_headers.get("login", "").strip()
+        login = creds.connect_headers.get("login", "").strip() or creds.cookie(self.cookie)
         if not login:
-            raise AuthError("a login header is required (auth.mode is dev: login is the user name)")
+            where = f" or a {self.cookie} cookie" if self.cookie else ""
+            raise AuthError(f"a login header{where} is required (auth.mode is dev: login is the user name)")
         return login
 
 
@@ -88,6 +108,7 @@ class JwtAuthenticator:
         issuer: str | None = None,
         leeway_s: float = 0.0,
         require_exp: bool = True,
+        cookie: str | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.key = key
@@ -96,15 +117,17 @@ class JwtAuthenticator:
         self.issuer = issuer
         self.leeway_s = leeway_s
         self.required = ["exp"] if require_exp else []
+        self.cookie = cookie
 
     def token_from(self, creds: Credentials) -> str | None:
-        """CONNECT Authorization, CONNECT passcode, handshake Authorization, access_token."""
+        """CONNECT Authorization, CONNECT passcode, handshake Authorization, access_token, cookie."""
         h = creds.connect_headers
         return (
             _bearer(h.get("Authorization") or h.get("authorization"))
             or (h.get("passcode") or None)
             or _bearer(creds.handshake_headers.get("authorization"))
             or creds.query.get("access_token")
+            or creds.cookie(self.cookie)
             or None
         )
 
@@ -114,6 +137,7 @@ class JwtAuthenticator:
             raise AuthError(
                 "no token: send a JWT in the CONNECT passcode or Authorization header, "
                 "or in the handshake's Authorization header or access_token parameter"
+                + (f", or in the {self.cookie} cookie" if self.cookie else "")
             )
         try:
             claims = jwt.decode(

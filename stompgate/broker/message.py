@@ -61,16 +61,27 @@ class Message:
         """Everything after the per-subscriber headers: shared headers, body, NUL."""
         tail = self._tails.get(version)
         if tail is None:
-            tail = b"".join(
-                (
-                    b"destination:",
-                    escape(self.shown, version).encode("utf-8"),
-                    b"\n",
-                    encode_headers(self.headers, version),
-                    b"content-length:%d\n\n" % len(self.body),
-                    self.body,
-                    b"\0",
-                )
-            )
-            self._tails[version] = tail
+            tail = self._tails[version] = self._encode_tail(version, self.body)
         return tail
+
+    def text_tail(self, version: str | None) -> bytes:
+        """:meth:`tail` for a text-only transport: bytes that are not UTF-8 become U+FFFD."""
+        key = ("text", version)
+        tail = self._tails.get(key)  # type: ignore[call-overload]
+        if tail is None:
+            body = self.body.decode("utf-8", "replace").encode("utf-8")
+            tail = self._tails[key] = self._encode_tail(version, body)  # type: ignore[index]
+        return tail
+
+    def _encode_tail(self, version: str | None, body: bytes) -> bytes:
+        return b"".join(
+            (
+                b"destination:",
+                escape(self.shown, version).encode("utf-8"),
+                b"\n",
+                encode_headers(self.headers, version),
+                b"content-length:%d\n\n" % len(body),
+                body,
+                b"\0",
+            )
+        )

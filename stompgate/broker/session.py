@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
@@ -45,6 +45,13 @@ class Outbound(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Close after everything already sent has been flushed."""
+
+
+@runtime_checkable
+class HeartbeatAware(Protocol):
+    """An Outbound that wants to know the negotiated heart-beats (SockJS turns its own off)."""
+
+    def heartbeats(self, send_ms: int, receive_ms: int) -> None: ...
 
 
 class TimerHandle(Protocol):
@@ -106,6 +113,7 @@ class Session:
         query: dict[str, str] | None = None,
         transport: str = "websocket",
         remote: str = "",
+        text_only: bool = False,
     ) -> None:
         self.broker = broker
         self.out = out
@@ -113,6 +121,9 @@ class Session:
         self.id = secrets.token_hex(8)
         self.transport = transport
         self.remote = remote
+        # The transport carries text only (SockJS): bodies that are not UTF-8 are
+        # delivered with invalid bytes replaced, as Spring does over SockJS.
+        self.text_only = text_only
         self.user: str | None = None
         self.version: str | None = None
         self.connected = False
@@ -238,6 +249,8 @@ class Session:
         if send_ms:
             half = send_ms / 2000
             self._send_timer = self.scheduler.call_later(half, lambda: self._send_tick(half))
+        if isinstance(self.out, HeartbeatAware):
+            self.out.heartbeats(send_ms, recv_ms)
         if recv_ms:
             wait = recv_ms * settings.heartbeat_read_margin / 1000
             self._last_read = self.scheduler.time()
@@ -489,7 +502,12 @@ class Session:
         n = self._next_mid
         self._next_mid = n + 1
         mid = self._mid_prefix + b"%d" % n
-        tail = message.tail(self.version)
+        binary = message.binary
+        if binary and self.text_only:
+            tail = message.text_tail(self.version)
+            binary = False
+        else:
+            tail = message.tail(self.version)
         if sub.ack == "auto":
             data = b"".join((sub.head, mid, b"\n", tail))
         else:
@@ -504,7 +522,7 @@ class Session:
             else:
                 data = b"".join((sub.head, mid, b"\n", tail))
         self._wrote_since_tick = True
-        self.out.send(data, message.binary)
+        self.out.send(data, binary)
 
     def fail(
         self,

@@ -92,6 +92,39 @@ def _message_json(message: Message) -> dict[str, Any]:
     return out
 
 
+async def publish(broker: Broker, message: Message) -> tuple[int, str | None]:
+    """Publish; wait until the cluster has it (delivered or stored): (local deliveries, error)."""
+    accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+    def done(error: str | None) -> None:
+        if not accepted.done():
+            accepted.set_result(error)
+
+    delivered = broker.publish(message, done)
+    return delivered, await accepted
+
+
+def user_of(broker: Broker, request: web.Request) -> str:
+    """The user an HTTP request speaks for, by the node's authenticator (as a CONNECT would be).
+
+    HTTP Basic becomes login/passcode; the request's own headers, query and
+    cookies count as the handshake's.
+    """
+    headers: dict[str, str] = {}
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            login, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthError("malformed Basic credentials") from None
+        headers = {"login": login, "passcode": passcode}
+    creds = Credentials(headers, {k.lower(): v for k, v in request.headers.items()}, dict(request.query))
+    user = broker.authenticator.authenticate(creds)
+    if not user:
+        raise AuthError("no user")
+    return user
+
+
 class PublishApi:
     def __init__(self, broker: Broker, bus: Any, api_key: str) -> None:
         self.broker = broker
@@ -142,14 +175,7 @@ class PublishApi:
             return _error(400, str(exc))
         if len(body) > self.broker.limits.max_frame_size:
             return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
-        accepted: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-
-        def done(error: str | None) -> None:
-            if not accepted.done():
-                accepted.set_result(error)
-
-        delivered = self.broker.publish(self.broker.message(destination, headers, body, user), done)
-        error = await accepted  # the cluster has it (delivered or stored), or said why not
+        delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
         if error is not None:
             return _error(503, f"message not accepted: {error}")
         return web.json_response({"delivered": delivered})
@@ -189,20 +215,7 @@ class PublishApi:
         return web.json_response({"user": user, "messages": [_message_json(m) for m in messages]})
 
     def _user_of(self, request: web.Request) -> str:
-        headers: dict[str, str] = {}
-        auth = request.headers.get("Authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                login, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                raise AuthError("malformed Basic credentials") from None
-            headers = {"login": login, "passcode": passcode}
-        creds = Credentials(headers, {k.lower(): v for k, v in request.headers.items()}, dict(request.query))
-        user = self.broker.authenticator.authenticate(creds)
-        if not user:
-            raise AuthError("no user")
-        return user
+        return user_of(self.broker, request)
 
     async def _view(self, request: web.Request, answer: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
         """A cluster-view call: API key, then the answer, or 503 while Redis is unreachable."""
