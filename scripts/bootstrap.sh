@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what stompgate needs on a fresh Debian machine with Python 3.11.
-#   scripts/bootstrap.sh run    the virtualenv with stompgate
-#   scripts/bootstrap.sh test   also the test tools: pytest & co, Node.js + npm packages, redis-server
+#   scripts/bootstrap.sh run    the virtualenv with stompgate, Node.js + the chat example's npm packages
+#   scripts/bootstrap.sh test   also the test tools: pytest & co, npm packages, redis-server, chromium, nginx
 # Steps already done are skipped, so running it again is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,12 +35,22 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+npm_install() {  # npm packages of a folder, again only when its package.json changed
+  if [ ! -f "$1/node_modules/.installed" ] || [ "$1/package.json" -nt "$1/node_modules/.installed" ]; then
+    (cd "$1" && npm install --no-audit --no-fund --loglevel=error)
+    touch "$1/node_modules/.installed"
+  fi
+}
+
+# The chat example's page libraries (sockjs-client, stompjs, ...) come from npm.
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+npm_install examples/chat
+
 if [ "$what" = test ]; then
-  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
   # The cluster tests start their own redis-server processes (and redis-cli --cluster create).
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
-  if [ ! -f tests/js/node_modules/.installed ] || [ tests/js/package.json -nt tests/js/node_modules/.installed ]; then
-    (cd tests/js && npm install --no-audit --no-fund --loglevel=error)
-    touch tests/js/node_modules/.installed
-  fi
+  # The browser tests: Chromium driven by playwright-core; nginx for the cluster example.
+  command -v chromium >/dev/null || apt_install chromium
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+  npm_install tests/js
 fi
