@@ -1,0 +1,150 @@
+"""The chat example in headless Chromium, through nginx, on a 3-node cluster.
+
+examples/cluster/run.sh starts Redis, three nodes and nginx on free loopback
+ports; tests/js/browser_chat.js drives Debian's chromium with playwright-core:
+alice and bob log in from two browser contexts, land on different nodes (bob
+reconnects until nginx puts him elsewhere), and chat with the seed's page;
+bob closes his page, alice writes, bob reopens and reads. The page is left as
+it is; the transport is restricted from outside, by wrapping ``SockJS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .nodes import ROOT, free_port
+
+pytestmark = pytest.mark.js
+
+JS_DIR = ROOT / "tests" / "js"
+CHROMIUM = "/usr/bin/chromium"
+API_KEY = "dev-api-key"  # examples/cluster's nodes
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """examples/cluster/run.sh on free ports, stopped with SIGTERM at the end."""
+    assert Path(CHROMIUM).exists(), "chromium is needed: scripts/bootstrap.sh test installs it"
+    assert (JS_DIR / "node_modules" / "playwright-core").is_dir(), "run `npm install` in tests/js"
+    run_dir = tmp_path_factory.mktemp("cluster")
+    ready = run_dir / "ready.json"
+    env = dict(
+        os.environ,
+        NGINX_PORT=str(free_port()),
+        NODE_PORTS=" ".join(str(free_port()) for _ in range(3)),
+        REDIS_PORT=str(free_port()),
+        RUN_DIR=str(run_dir / "run"),
+        CLUSTER_READY_FILE=str(ready),
+    )
+    log = open(run_dir / "run.log", "wb")
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "examples" / "cluster" / "run.sh")], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the cluster did not start:\n{(run_dir / 'run.log').read_text()}")
+            time.sleep(0.1)
+        yield json.loads(ready.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        log.close()
+    assert code in (0, 143), f"run.sh exited with {code}:\n{(run_dir / 'run.log').read_text()}"
+
+
+def browse(scenario: str, base: str, **options: Any) -> dict[str, Any]:
+    node_bin = shutil.which("node")
+    assert node_bin, "Node.js is needed: scripts/bootstrap.sh test installs it"
+    proc = subprocess.run(
+        [node_bin, "browser_chat.js", scenario, base, json.dumps({"apiKey": API_KEY, **options})],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=150,  # the scenario stops itself after 90 s
+    )
+    lines = proc.stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        report = None
+    if proc.returncode != 0 or not report or not report.get("ok"):
+        pytest.fail(
+            f"browser scenario {scenario} {options} failed (exit {proc.returncode}):\n"
+            f"{json.dumps(report, indent=1) if report else proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return report
+
+
+def chat_lines(log: list[str], sender_prefix: str) -> list[str]:
+    return [line for line in log if line.startswith(sender_prefix)]
+
+
+def check_distinct_nodes(report: dict[str, Any]) -> None:
+    nodes = report["nodes"]
+    assert len(nodes["alice"]) == 1 and len(nodes["bob"]) == 1, nodes
+    assert nodes["alice"] != nodes["bob"], f"alice and bob should be on different nodes: {nodes}"
+
+
+# The transports the issue names, through the full story.
+@pytest.mark.parametrize("transport", ["websocket", "xhr-streaming", "xhr-polling"])
+def test_seed_page_chats_across_nodes_and_keeps_messages_for_a_closed_page(
+    cluster: dict[str, Any], transport: str
+) -> None:
+    report = browse("chat", cluster["nginx"], transport=transport, distinctNodes=True)
+    assert report["transports"] == {"alice": transport, "bob": transport}
+    assert report["reopenedTransport"] == transport
+    check_distinct_nodes(report)
+    alice = next(line.split(" say: ")[0] for line in report["bobLog"] if " say: " in line)
+    assert chat_lines(report["bobLog"], alice) == [f"{alice} say: hello bob"] + [
+        f"{alice} say: burst {i}" for i in range(1, 6)
+    ]
+    bob = alice.replace("alice-", "bob-")
+    assert chat_lines(report["aliceLog"], bob) == [f"{bob} say: hello alice"]
+    # Stored while bob had no page, shown once when he came back, in order.
+    assert chat_lines(report["reopenedLog"], alice) == [
+        f"{alice} say: while you were away 1",
+        f"{alice} say: while you were away 2",
+    ]
+    assert report["errors"] == []
+
+
+# Every other transport sockjs-client 1.1.4 offers Chromium.
+@pytest.mark.parametrize(
+    "transport",
+    ["eventsource", "htmlfile", "jsonp-polling", "iframe-eventsource", "iframe-htmlfile", "iframe-xhr-polling"],
+)
+def test_seed_page_exchanges_messages_over_every_other_transport(cluster: dict[str, Any], transport: str) -> None:
+    report = browse("exchange", cluster["nginx"], transport=transport, distinctNodes=True)
+    assert report["transports"] == {"alice": transport, "bob": transport}
+    check_distinct_nodes(report)
+    assert any(line.endswith(" say: hello bob") for line in report["bobLog"]), report["bobLog"]
+    assert any(line.endswith(" say: hello alice") for line in report["aliceLog"]), report["aliceLog"]
+    assert report["errors"] == []
+
+
+@pytest.mark.parametrize("transport", ["websocket", "xhr-streaming"])
+def test_stompjs_variant_chats_across_nodes(cluster: dict[str, Any], transport: str) -> None:
+    report = browse("chat", cluster["nginx"], transport=transport, distinctNodes=True, page="stompjs.html")
+    assert report["transports"] == {"alice": transport, "bob": transport}
+    check_distinct_nodes(report)
+    alice = next(line.split(" say: ")[0] for line in report["bobLog"] if " say: " in line)
+    assert chat_lines(report["reopenedLog"], alice) == [
+        f"{alice} say: while you were away 1",
+        f"{alice} say: while you were away 2",
+    ]
+    assert report["errors"] == []
