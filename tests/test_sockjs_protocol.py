@@ -356,6 +356,20 @@ async def test_xhr_messages_are_batched_in_one_frame(server: EchoServer) -> None
     assert r.text == 'a["a","b","c"]\n'
 
 
+async def test_a_large_backlog_is_cut_into_frames_of_about_64k(server: EchoServer) -> None:
+    path = await open_xhr_session(server)
+    messages = [f"{i:04d}" + "x" * 1996 for i in range(100)]  # 200,000 characters
+    await xhr_send(server, path, json.dumps(messages))
+    received: list[str] = []
+    while len(received) < len(messages):
+        r = await post(server, path + "/xhr")
+        assert r.text.startswith("a[") and r.text.endswith("]\n"), r.text[:40]
+        batch = json.loads(r.text[1:])
+        assert 0 < sum(len(m) for m in batch) <= 64 * 1024, len(batch)
+        received += batch
+    assert received == messages  # nothing lost or reordered across polls
+
+
 async def test_xhr_send_to_unknown_session_is_404(server: EchoServer) -> None:
     r = await post(server, session_path() + "/xhr_send", '["x"]')
     assert r.status == 404

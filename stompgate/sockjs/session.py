@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 ANOTHER_CONNECTION = close_frame(2010, "Another connection still open")
 
+# Messages queued within one loop turn travel together, in frames of about this
+# many characters at most: fewer writes under load, without one huge frame the
+# browser must parse at once (or a poll that grows without bound).
+FRAME_CHARS = 64 * 1024
+
 
 class Receiver(Protocol):
     """The transport end of a session: one HTTP response or one WebSocket."""
@@ -178,14 +183,24 @@ class Session:
         receiver = self.receiver
         if receiver is None:
             return
-        if self._queue:
-            frame = encode_messages(self._queue)
+        queue = self._queue
+        if queue:
+            self._last_write = self._loop.time()
+            start, count = 0, len(queue)
+            while start < count:
+                end, size = start + 1, len(queue[start])  # at least one message per frame
+                while end < count and size + len(queue[end]) <= FRAME_CHARS:
+                    size += len(queue[end])
+                    end += 1
+                frame = encode_messages(queue[start:end])
+                start = end
+                self._queued -= size
+                if receiver.send_frame(frame):  # a poll takes one frame; the rest waits for the next
+                    self._queue = queue[start:]
+                    self._detach()
+                    return
             self._queue = []
             self._queued = 0
-            self._last_write = self._loop.time()
-            if receiver.send_frame(frame):
-                self._detach()
-                return
         if self.state is State.CLOSED:
             receiver.send_frame(self._close_frame)
             self._detach()
