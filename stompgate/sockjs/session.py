@@ -127,10 +127,13 @@ class Session:
     def attach(self, receiver: Receiver) -> None:
         """A receiving request arrived: open the session, or drain the queue into it."""
         if self.state is State.CLOSED:
-            # What was sent before the close (an ERROR, say), then the close frame.
-            self._cancel_gc()
-            self.receiver = receiver
-            self._flush()
+            if self.receiver is None:  # what was sent before the close (an ERROR), then the close frame
+                self._cancel_gc()
+                self.receiver = receiver
+                self._flush()
+            else:
+                receiver.send_frame(self._close_frame)
+                receiver.end()
             return
         if self.receiver is not None:
             receiver.send_frame(ANOTHER_CONNECTION)
