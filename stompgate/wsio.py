@@ -23,17 +23,20 @@ _SMALL_WRITE = 16 * 1024
 WAKE = WSMessage(WSMsgType.ERROR, None, None)
 
 
-def write_message(transport: asyncio.Transport, data: bytes, binary: bool) -> None:
-    """One unmasked server-to-client message (text unless ``binary``)."""
-    n = len(data)
+def frame_header(n: int, binary: bool) -> bytes:
+    """The header of one unmasked server-to-client message of ``n`` bytes (text unless ``binary``)."""
     first = _OP_BINARY if binary else _OP_TEXT
     if n < 126:
-        header = bytes((first, n))
-    elif n < 65536:
-        header = _LEN16(first, 126, n)
-    else:
-        header = _LEN64(first, 127, n)
-    if n <= _SMALL_WRITE:
+        return bytes((first, n))
+    if n < 65536:
+        return _LEN16(first, 126, n)
+    return _LEN64(first, 127, n)
+
+
+def write_message(transport: asyncio.Transport, data: bytes, binary: bool) -> None:
+    """One unmasked server-to-client message, written now."""
+    header = frame_header(len(data), binary)
+    if len(data) <= _SMALL_WRITE:
         transport.write(header + data)
     else:
         transport.write(header)

@@ -1,9 +1,8 @@
 """STOMP over WebSocket on aiohttp.
 
-Outgoing frames are written to the socket synchronously, with the WebSocket
-frame header built here, so a fan-out to N sessions costs N ``transport.write``
-calls and no task or coroutine per message. aiohttp keeps the handshake, the
-reading side and the closing handshake.
+Outgoing frames get their WebSocket header here and are written from plain
+callbacks, batched per session and loop turn: no task or coroutine per message.
+aiohttp keeps the handshake, the reading side and the closing handshake.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from ..broker.session import CLOSE_POLICY, Session
-from ..wsio import WAKE, close_reason, wake, write_message
+from ..wsio import WAKE, close_reason, frame_header, wake, write_message
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -24,30 +23,86 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 
+# Frames queued within one loop turn are written together up to this size.
+_BATCH = 64 * 1024
+
+
 class WebSocketOutbound:
     """The :class:`~stompgate.broker.session.Outbound` of one WebSocket connection.
+
+    Frames sent within one event-loop turn are written with one ``transport.write``
+    at the end of the turn: under load that is one system call for many messages
+    instead of one each (bench/sockjs_transports.py), at the cost of one loop
+    iteration of latency.
 
     ``close`` only records the code and wakes the handler task, which then runs
     aiohttp's closing handshake itself (see :func:`stompgate.wsio.wake`).
     """
 
-    __slots__ = ("_ws", "_transport", "_limit", "closing", "close_code", "close_reason", "session", "done")
+    __slots__ = (
+        "_ws",
+        "_transport",
+        "_limit",
+        "_loop",
+        "_pending",
+        "_pending_size",
+        "_flush_handle",
+        "closing",
+        "close_code",
+        "close_reason",
+        "session",
+        "done",
+    )
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, limit: int) -> None:
         self._ws = ws
         self._transport = transport
         self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_handle: asyncio.Handle | None = None
         self.closing = False
         self.close_code = 1000
         self.close_reason = ""
         self.session: Session | None = None
-        self.done = asyncio.get_running_loop().create_future()  # set when the handler has finished
+        self.done = self._loop.create_future()  # set when the handler has finished
 
     def send(self, data: bytes, binary: bool) -> None:
-        transport = self._transport
-        if self.closing or transport.is_closing():
+        if self.closing:
             return
-        write_message(transport, data, binary)
+        n = len(data)
+        if n > _BATCH:  # large: written now, after what is pending, without a copy
+            self._flush()
+            write_message(self._transport, data, binary)
+            self._check_slow()
+            return
+        self._pending.append(frame_header(n, binary) + data)
+        self._pending_size += n
+        if self._pending_size >= _BATCH:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        self._check_slow()
+
+    def _check_slow(self) -> None:
+        transport = self._transport
         if transport.get_write_buffer_size() > self._limit and self.session is not None:
             log.warning(
                 "session %s (%s): slow consumer, %d bytes unsent; closing",
@@ -60,6 +115,7 @@ class WebSocketOutbound:
     def close(self, code: int, reason: str) -> None:
         if self.closing:
             return
+        self._flush()  # an ERROR frame goes out before the close
         self.closing = True
         self.close_code = code
         self.close_reason = reason
@@ -67,6 +123,7 @@ class WebSocketOutbound:
 
     async def finish(self) -> None:
         """The closing handshake, from the handler task (a no-op if already closed)."""
+        self._flush()
         await self._ws.close(code=self.close_code, message=close_reason(self.close_reason))
 
 
