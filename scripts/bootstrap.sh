@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what stompgate needs on a fresh Debian machine with Python 3.11.
 #   scripts/bootstrap.sh run    the virtualenv with stompgate, Node.js + the chat example's npm packages
-#   scripts/bootstrap.sh test   also the test tools: pytest & co, npm packages, redis-server, chromium, nginx
+#   scripts/bootstrap.sh test   also the test tools: pytest & co, npm packages, redis-server, chromium, nginx,
+#                               and the benchmark's load generator and peers
 # Steps already done are skipped, so running it again is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ stamp=.venv/.installed-$what
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   if [ "$what" = test ]; then
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,bench]'
   else
     .venv/bin/python -m pip install -q -e .
   fi
@@ -53,4 +54,5 @@ if [ "$what" = test ]; then
   command -v chromium >/dev/null || apt_install chromium
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
   npm_install tests/js
+  npm_install bench/loadgen   # the benchmark's load generator (its smoke run is a test)
 fi
