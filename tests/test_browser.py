@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,7 +135,10 @@ def test_seed_page_exchanges_messages_over_every_other_transport(cluster: dict[s
     check_distinct_nodes(report)
     assert any(line.endswith(" say: hello bob") for line in report["bobLog"]), report["bobLog"]
     assert any(line.endswith(" say: hello alice") for line in report["aliceLog"]), report["aliceLog"]
-    assert report["errors"] == []
+    # sockjs-client deletes a JSONP callback when it closes a session (bob reconnects
+    # to reach another node); a poll answer already on its way then finds none.
+    errors = [e for e in report["errors"] if not re.fullmatch(r"pageerror: _jp\.\w+ is not a function", e)]
+    assert errors == []
 
 
 @pytest.mark.parametrize("transport", ["websocket", "xhr-streaming"])
@@ -147,4 +151,14 @@ def test_stompjs_variant_chats_across_nodes(cluster: dict[str, Any], transport: 
         f"{alice} say: while you were away 1",
         f"{alice} say: while you were away 2",
     ]
+    assert report["errors"] == []
+
+
+def test_two_tabs_of_one_browser_are_two_users(cluster: dict[str, Any]) -> None:
+    """make run's promise: two tabs of one browser chat (the login is per tab)."""
+    report = browse("exchange", cluster["nginx"], transport="websocket", sameBrowser=True)
+    alice = next(line.split(" say: ")[0] for line in report["bobLog"] if " say: " in line)
+    assert alice.startswith("alice-") and report["bobLog"].count(f"{alice} say: hello bob") == 1
+    bob = alice.replace("alice-", "bob-")
+    assert report["aliceLog"].count(f"{bob} say: hello alice") == 1
     assert report["errors"] == []

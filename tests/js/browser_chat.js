@@ -60,19 +60,18 @@ class ChatUser {
     this.console = [];
   }
 
+  /** A new tab: the page sends it to the login page (each tab has its own user), then back. */
   async open() {
     if (!this.context) {
       this.context = await this.browser.newContext();
       await this.context.addInitScript(restrictTransports, options.transport ? [options.transport] : null);
-      const login = await this.context.newPage();
-      await login.goto(`${base}/chat/login.html?next=${options.page || 'index.html'}`);
-      await login.fill('#user', this.name);
-      await Promise.all([login.waitForURL(/\/chat\/(index|stompjs)\.html/), login.click('#login')]);
-      this.page = login;
-    } else {
-      this.page = await this.context.newPage();
-      await this.page.goto(`${base}/chat/${options.page || 'index.html'}`);
     }
+    const page = await this.context.newPage();
+    await page.goto(`${base}/chat/${options.page || 'index.html'}`);
+    await page.waitForURL(/\/chat\/login\.html/);
+    await page.fill('#user', this.name);
+    await Promise.all([page.waitForURL(/\/chat\/(index|stompjs)\.html/), page.click('#login')]);
+    this.page = page;
     this.page.on('pageerror', (err) => this.console.push(`pageerror: ${err.message}`));
     this.page.on('console', (msg) => {
       if (msg.type() === 'error') this.console.push(`console: ${msg.text()}`);
@@ -159,8 +158,13 @@ async function waitOnline(name, online) {
 
 async function bothConnected(browser, report) {
   const alice = new ChatUser(browser, `alice-${TAG}`);
+  // Two tabs of one browser when asked (the login is per tab), else two browser contexts.
   const bob = new ChatUser(browser, `bob-${TAG}`);
-  await alice.open();
+  if (options.sameBrowser) {
+    await alice.open();
+    bob.context = alice.context;
+  }
+  if (!options.sameBrowser) await alice.open();
   await bob.open();
   await alice.connect();
   await bob.connect();
