@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -22,11 +21,11 @@ from typing import Any, Iterator
 
 import pytest
 
+from .jsrun import JS_DIR, run_scenario
 from .nodes import ROOT, free_port
 
 pytestmark = pytest.mark.js
 
-JS_DIR = ROOT / "tests" / "js"
 CHROMIUM = "/usr/bin/chromium"
 API_KEY = "dev-api-key"  # examples/cluster's nodes
 
@@ -69,26 +68,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 
 def browse(scenario: str, base: str, **options: Any) -> dict[str, Any]:
-    node_bin = shutil.which("node")
-    assert node_bin, "Node.js is needed: scripts/bootstrap.sh test installs it"
-    proc = subprocess.run(
-        [node_bin, "browser_chat.js", scenario, base, json.dumps({"apiKey": API_KEY, **options})],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
+    return run_scenario(
+        "browser_chat.js",
+        [scenario, base, json.dumps({"apiKey": API_KEY, **options})],
         timeout=150,  # the scenario stops itself after 90 s
+        needs=("playwright-core",),
     )
-    lines = proc.stdout.strip().splitlines()
-    try:
-        report = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        report = None
-    if proc.returncode != 0 or not report or not report.get("ok"):
-        pytest.fail(
-            f"browser scenario {scenario} {options} failed (exit {proc.returncode}):\n"
-            f"{json.dumps(report, indent=1) if report else proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return report
 
 
 def chat_lines(log: list[str], sender_prefix: str) -> list[str]:

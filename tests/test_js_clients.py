@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .jsrun import run_scenario
 from .nodes import API_KEY, NodeProcess
 
 pytestmark = pytest.mark.js
 
-JS_DIR = Path(__file__).resolve().parent / "js"
 HEARTBEAT_NODE = {"stomp": {"heartbeat": {"send_ms": 500, "receive_ms": 500}}}
 ACK_NODE = {"stomp": {"max_unacked": 3}}
 BOTH_CLIENTS = pytest.mark.parametrize("client", ["modern", "legacy"])
@@ -30,27 +27,13 @@ BOTH_CLIENTS = pytest.mark.parametrize("client", ["modern", "legacy"])
 
 def run_js(scenario: str, node: NodeProcess, **options: Any) -> dict[str, Any]:
     """Run one scenario against ``node``; return its report, or fail with everything it printed."""
-    node_bin = shutil.which("node")
-    assert node_bin, "Node.js is needed for these tests: scripts/bootstrap.sh test installs it"
-    assert (JS_DIR / "node_modules" / "@stomp" / "stompjs").is_dir(), "run `npm install` in tests/js"
-    proc = subprocess.run(
-        [node_bin, "scenarios.js", scenario, node.ws_url, json.dumps(options)],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
+    return run_scenario(
+        "scenarios.js",
+        [scenario, node.ws_url, json.dumps(options)],
         timeout=40,  # the scenario stops itself after 20 s
+        server_log=node.log,
+        needs=("@stomp/stompjs", "stompjs"),
     )
-    lines = proc.stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        result = None
-    if proc.returncode != 0 or not result or not result.get("ok"):
-        pytest.fail(
-            f"scenario {scenario} {options} failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}\n--- node log ---\n{node.log()[-3000:]}"
-        )
-    return result
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[str]:

@@ -20,19 +20,16 @@ it was limited to.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from .jsrun import run_scenario
 from .nodes import API_KEY, NodeProcess
 from .sockjsecho import EchoServer
 
 pytestmark = pytest.mark.js
 
-JS_DIR = Path(__file__).resolve().parent / "js"
 TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource"]
 LIBRARIES = ["1.6", "1.1.4"]
 SOCKJS_PATH = "/chat-websocket"
@@ -63,29 +60,13 @@ def endpoint(node: NodeProcess) -> str:
 
 def run_js(scenario: str, base_url: str, server_log: Callable[[], str], **options: Any) -> dict[str, Any]:
     """Run one scenario against ``base_url``; return its report, or fail with everything it printed."""
-    node_bin = shutil.which("node")
-    assert node_bin, "Node.js is needed for these tests: scripts/bootstrap.sh test installs it"
-    for package in ("sockjs-client", "sockjs-client-114", "stompjs", "@stomp/stompjs"):
-        missing = f"{package} missing: run `npm install` in tests/js"
-        assert (JS_DIR / "node_modules" / package).is_dir(), missing
-    proc = subprocess.run(
-        [node_bin, "sockjs_scenarios.js", scenario, base_url, json.dumps(options)],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
+    return run_scenario(
+        "sockjs_scenarios.js",
+        [scenario, base_url, json.dumps(options)],
         timeout=40,  # the scenario stops itself after 20 s
+        server_log=server_log,
+        needs=("sockjs-client", "sockjs-client-114", "stompjs", "@stomp/stompjs"),
     )
-    lines = proc.stdout.strip().split("\n")
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        result = None
-    if proc.returncode != 0 or not result or not result.get("ok"):
-        pytest.fail(
-            f"scenario {scenario} {options} failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}\n--- server log ---\n{server_log()[-4000:]}"
-        )
-    return result
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[str]:
