@@ -121,13 +121,14 @@ def _empty(status: int, headers: dict[str, str] | None = None) -> web.Response:
 class HttpReceiver:
     """A receiving HTTP response; the request's handler task writes what the session gives it."""
 
-    __slots__ = ("_format", "_streaming", "_limit", "_chunks", "_event", "_ended", "_sent", "_transport")
+    __slots__ = ("_format", "_streaming", "_limit", "_chunks", "_pending", "_event", "_ended", "_sent", "_transport")
 
     def __init__(self, fmt: Callable[[str], bytes], streaming: bool, limit: int, transport: object) -> None:
         self._format = fmt
         self._streaming = streaming
         self._limit = limit
         self._chunks: list[bytes] = []
+        self._pending = 0  # bytes in _chunks: asked after every message sent, so kept, not summed
         self._event = asyncio.Event()
         self._ended = False
         self._sent = 0
@@ -136,6 +137,7 @@ class HttpReceiver:
     def send_frame(self, frame: str) -> bool:
         data = self._format(frame)
         self._chunks.append(data)
+        self._pending += len(data)
         self._sent += len(data)
         self._event.set()
         return not self._streaming or self._sent >= self._limit
@@ -146,7 +148,7 @@ class HttpReceiver:
 
     def buffered(self) -> int:
         transport = self._transport
-        size = sum(len(c) for c in self._chunks)
+        size = self._pending
         if transport is not None:
             size += transport.get_write_buffer_size()  # type: ignore[attr-defined]
         return size
@@ -159,6 +161,7 @@ class HttpReceiver:
             if self._chunks:
                 data = b"".join(self._chunks)
                 self._chunks.clear()
+                self._pending = 0
                 await response.write(data)
             if self._ended and not self._chunks:
                 return
