@@ -6,6 +6,10 @@ burst costs one round trip per batch. While Redis is unreachable the outbox
 holds up to ``outbox_limit`` messages and sends them when it is back; RECEIPTs
 wait for that. Incoming traffic arrives on one pub/sub connection, probed every
 heartbeat so a connection Redis silently dropped is noticed and replaced.
+
+The outbox (on a standalone Redis) and the pub/sub connections use the lean
+connection of :mod:`.resp`; redis-py does the rest, and routes the outbox's
+commands on a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -27,6 +30,7 @@ from ..broker.broker import Done
 from ..broker.message import Message
 from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
 from .keys import PUBLISH_USER, TAKE_STORED, Keys
+from .resp import Address, ReplyError, RespConnection, RespConnectionError, pack
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -35,7 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BATCH = 512
-_CONNECTION_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+# ReplyError: an error reply on the lean connection (NOSCRIPT after a Redis restart, OOM...).
+_CONNECTION_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError, ReplyError)
+_COMMAND_TIMEOUT_S = 5.0
 
 
 class RedisBus:
@@ -50,6 +56,8 @@ class RedisBus:
         self.redis: Any = None
         self._publish_user: Any = None
         self._take_stored: Any = None
+        self._conn: RespConnection | None = None  # the outbox's connection (standalone Redis)
+        self._probe_channel = self.keys.probe(node_id).encode()
         self._outbox: deque[tuple[str, tuple[Any, ...], Done | None]] = deque()
         self._wake = asyncio.Event()
         # The main listener takes topics, the probe and (broadcast) the user pattern;
@@ -84,7 +92,7 @@ class RedisBus:
         self._take_stored = self.redis.register_script(TAKE_STORED)
         channels = [self.keys.topics, self.keys.probe(self.node_id)]
         patterns = [] if self.directed else [self.keys.user_pattern]
-        self._main = _Listener(self, self._main_pubsub, channels, patterns)
+        self._main = _Listener(self, self._main_connection, channels, patterns)
         self._tasks = [
             asyncio.create_task(self._writer(), name="bus-writer"),
             asyncio.create_task(self._heartbeat(), name="bus-heartbeat"),
@@ -108,6 +116,8 @@ class RedisBus:
         for listener in [self._main, *self._shards.values()]:
             if listener is not None:
                 await _bounded("closing a pub/sub connection", listener.stop())
+        if self._conn is not None:
+            self._conn.close()
         await _bounded("closing the redis client", self.redis.aclose())
 
     async def _leave(self) -> None:
@@ -118,17 +128,13 @@ class RedisBus:
     def _cluster(self) -> bool:
         return bool(self.config.redis.cluster_nodes)
 
-    async def _main_pubsub(self) -> Any:
+    async def _main_connection(self, on_push: Callable[[Any], None]) -> RespConnection:
         if not self._cluster:
-            # Its own connection settings: no timeout while waiting for messages, no retry.
-            client = aioredis.Redis.from_url(
-                self.config.redis.url, socket_timeout=None, socket_connect_timeout=3, retry=_no_retry()
-            )
-            return _PubSub(client.connection_pool)
+            return await RespConnection.open(Address.from_url(self.config.redis.url), on_push)
         # The owner of the topics slot; the broadcast pattern is served by any node.
         await self.redis.initialize()
         node = self.redis.get_node_from_key(self.keys.topics)
-        return _node_pubsub(node.host, node.port)
+        return await RespConnection.open(Address(node.host, node.port), on_push)
 
     async def _listener_for(self, channel: str) -> _Listener:
         """Where a shard channel is subscribed: the main listener, or its shard's own."""
@@ -139,12 +145,12 @@ class RedisBus:
         node = self.redis.get_node_from_key(channel)
         listener = self._shards.get(node.name)
         if listener is None:
-            host, port = node.host, node.port
+            address = Address(node.host, node.port)
 
-            async def make() -> Any:
-                return _node_pubsub(host, port)
+            async def connect(on_push: Callable[[Any], None]) -> RespConnection:
+                return await RespConnection.open(address, on_push)
 
-            listener = _Listener(self, make, [], [])
+            listener = _Listener(self, connect, [], [])
             self._shards[node.name] = listener
             listener.start()
         return listener
@@ -328,6 +334,9 @@ class RedisBus:
                     log.exception("publishing to redis failed")
                 self._commands_ok = False
                 self._scripts_loaded = False  # a restarted Redis has forgotten them
+                if self._conn is not None:  # replies may be out of step with requests now
+                    self._conn.close()
+                    self._conn = None
                 self._failed("publish", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -347,37 +356,52 @@ class RedisBus:
                     done(None)
 
     async def _send(self, batch: list[tuple[str, tuple[Any, ...], Done | None]]) -> list[Any]:
-        """One pipeline for the batch; returns each entry's result (for user messages:
+        """Send the batch in one go; returns each entry's result (for user messages:
         how many nodes got it live, 0 meaning stored)."""
-        pipe = self.redis.pipeline(transaction=False)
+        commands, positions = self._commands(batch)
+        if self._cluster:  # redis-py routes each command to its slot's owner
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            results = await pipe.execute()
+        else:
+            conn = self._conn
+            if conn is None or conn.closed.done():
+                conn = self._conn = await RespConnection.open(Address.from_url(self.config.redis.url))
+            data = b"".join([pack(command) for command in commands])
+            results = await asyncio.wait_for(conn.request(data, len(commands)), _COMMAND_TIMEOUT_S)
+            for result in results:
+                if isinstance(result, ReplyError):
+                    raise result
+        return [results[i] for i in positions]
+
+    def _commands(self, batch: list[tuple[str, tuple[Any, ...], Done | None]]) -> tuple[list[tuple[Any, ...]], list[int]]:
+        """The Redis commands of a batch, and the index of each entry's last one."""
         keys = self.keys
         ttl_ms = int(self.limits.ttl_s * 1000)
         node_users = keys.node_users(self.node_id)
-        positions = []  # index in the pipeline of each entry's last command
+        commands: list[tuple[Any, ...]] = []
+        positions = []
         for kind, args, _done in batch:
             if kind == "topic":
-                pipe.execute_command("SPUBLISH", keys.topics, args[0])
+                commands.append(("SPUBLISH", keys.topics, args[0]))
             elif kind == "user":
                 user, destination, payload = args
                 bcast = "" if self.directed else keys.user_broadcast(user)
-                pipe.execute_command(  # EVALSHA: the cluster pipeline routes it by its keys
+                commands.append((  # EVALSHA: a cluster pipeline routes it by its keys
                     "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
                     payload, self.limits.max_messages, ttl_ms, bcast,
-                )
+                ))
             elif kind == "sessions":
                 user, count = args
-                if count:
-                    pipe.hset(node_users, user, count)
-                else:
-                    pipe.hdel(node_users, user)
+                commands.append(("HSET", node_users, user, count) if count else ("HDEL", node_users, user))
             else:  # resync: this node's users as the broker has them now
-                pipe.delete(node_users)
-                counts = {u: len(e.sessions) for u, e in self.broker.users.items()}
+                commands.append(("DEL", node_users))
+                counts = [(u, len(e.sessions)) for u, e in self.broker.users.items()]
                 if counts:
-                    pipe.hset(node_users, mapping=counts)
-            positions.append(len(pipe) - 1)
-        results = await pipe.execute()
-        return [results[i] for i in positions]
+                    commands.append(("HSET", node_users, *(x for pair in counts for x in pair)))
+            positions.append(len(commands) - 1)
+        return commands, positions
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster), so pipelines can EVALSHA without a check."""
@@ -424,20 +448,17 @@ class RedisBus:
                 self._probe_unseen_since = None
                 await main.restart()
 
-    def _on_pubsub(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind in (b"message", "message", b"pmessage", "pmessage", b"smessage", "smessage"):
-            channel = _text(message["channel"])
-            if channel == self.keys.probe(self.node_id):
-                self._probe_unseen_since = None
-                return
-            self.stats.received += 1
-            origin, msg = decode(message["data"], self._user_root)
-            if origin == self.node_id:
-                self.stats.ignored += 1  # delivered here before it was published
-                return
-            if not self.broker.dispatch(msg):
-                self.stats.ignored += 1
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel == self._probe_channel:
+            self._probe_unseen_since = None
+            return
+        self.stats.received += 1
+        origin, msg = decode(data, self._user_root)
+        if origin == self.node_id:
+            self.stats.ignored += 1  # delivered here before it was published
+            return
+        if not self.broker.dispatch(msg):
+            self.stats.ignored += 1
 
 
 class _Listener:
@@ -445,20 +466,29 @@ class _Listener:
 
     Whenever a connection is (re)made, every wanted user channel is subscribed
     again and what was stored for it while it had no subscriber here is
-    recovered, before the live messages that follow.
+    recovered, before the live messages that follow. Messages are handled as
+    they are parsed, in the connection's ``data_received``.
     """
 
     def __init__(
-        self, bus: RedisBus, make_pubsub: Callable[[], Awaitable[Any]], channels: list[str], patterns: list[str]
+        self,
+        bus: RedisBus,
+        connect: Callable[[Callable[[Any], None]], Awaitable[RespConnection]],
+        channels: list[str],
+        patterns: list[str],
     ) -> None:
         self.bus = bus
-        self.make_pubsub = make_pubsub
+        self.connect = connect
         self.patterns = patterns
         self.shard_channels: set[str] = set(channels)
         self.ok = False
         self._ready = asyncio.Event()  # set while ok
-        self.pubsub: Any = None
+        self.conn: RespConnection | None = None
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
+        # While (re)subscribing: channels whose confirmation starts their recovery,
+        # and the recoveries so started.
+        self._recovering: set[str] = set()
+        self._resume: list[tuple[str, Callable[[list[Message]], None]]] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -468,14 +498,14 @@ class _Listener:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self.pubsub is not None:
-            await _quietly(self.pubsub.aclose())
+        if self.conn is not None:
+            self.conn.close()
 
     async def restart(self) -> None:
         """Drop the connection; the run loop opens a new one and subscribes again."""
         self.ok = False
-        if self.pubsub is not None:
-            await _quietly(asyncio.wait_for(self.pubsub.aclose(), 1))
+        if self.conn is not None:
+            self.conn.close()
 
     async def add(self, channel: str) -> None:
         """SSUBSCRIBE and wait until Redis confirms it (from then on, Redis counts us).
@@ -493,58 +523,72 @@ class _Listener:
                     return
             if not self.ok:
                 return
-        waiter = asyncio.get_running_loop().create_future()
-        self._confirm.setdefault(channel, []).append(waiter)
-        await self.pubsub.ssubscribe(channel)
+        assert self.conn is not None
+        waiter = self._waiter(channel)
+        self.conn.send(pack(("SSUBSCRIBE", channel)))
         await asyncio.wait_for(waiter, 5)
 
     def remove(self, channel: str) -> None:
         self.shard_channels.discard(channel)
-        if self.ok:
-            asyncio.get_running_loop().create_task(_quietly(self.pubsub.sunsubscribe(channel)))
+        if self.ok and self.conn is not None:
+            self.conn.send(pack(("SUNSUBSCRIBE", channel)))
 
-    async def _subscribe_shards(self, pubsub: Any) -> None:
+    def _waiter(self, channel: str) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(waiter)
+        return waiter
+
+    def _on_push(self, reply: Any) -> None:
+        kind = reply[0] if type(reply) is list else None
+        if kind == b"smessage" or kind == b"message":
+            self.bus._on_message(reply[1], reply[2])
+        elif kind == b"pmessage":
+            self.bus._on_message(reply[2], reply[3])
+        elif kind == b"ssubscribe":
+            channel = reply[1].decode("utf-8")
+            if channel in self._recovering:
+                # From here on live messages of the channel wait for the stored ones.
+                self._recovering.discard(channel)
+                self._resume += self.bus._begin_recovery({channel})
+            for waiter in self._confirm.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind not in (b"psubscribe", b"sunsubscribe", b"subscribe", b"pong"):
+            log.warning("unexpected reply on the pub/sub connection: %r", reply)
+
+    async def _subscribe_shards(self, conn: RespConnection) -> None:
         """SSUBSCRIBE every wanted channel (also those wanted meanwhile), confirmed, then recover them."""
-        bus = self.bus
         done: set[str] = set()
-        resume: list[tuple[str, Callable[[list[Message]], None]]] = []
+        self._resume = []
         try:
             while missing := self.shard_channels - done:
-                await pubsub.ssubscribe(*missing)
-                deadline = time.monotonic() + 5
-                while missing:
-                    if time.monotonic() > deadline:
-                        raise asyncio.TimeoutError("shard channel subscriptions not confirmed")
-                    message = await pubsub.get_message(timeout=0.5)
-                    if message is None:
-                        continue
-                    if message["type"] in (b"ssubscribe", "ssubscribe"):
-                        channel = _text(message["channel"])
-                        missing.discard(channel)
-                        done.add(channel)
-                        # From here on live messages of the channel wait for the stored ones.
-                        resume += bus._begin_recovery({channel})
-                    else:
-                        bus._on_pubsub(message)
-            if not done and not self.patterns:
-                await pubsub.connect()
+                self._recovering = set(missing)
+                waiters = [self._waiter(channel) for channel in missing]
+                conn.send(pack(("SSUBSCRIBE", *missing)))
+                try:
+                    await asyncio.wait_for(asyncio.gather(*waiters), 5)
+                except asyncio.TimeoutError:
+                    raise asyncio.TimeoutError("shard channel subscriptions not confirmed") from None
+                done |= missing
         except BaseException:
-            for _channel, replay in resume:  # live deliveries must not wait for a connection
+            for _channel, replay in self._resume:  # live deliveries must not wait for a connection
                 replay([])
             raise
+        finally:
+            resume, self._resume, self._recovering = self._resume, [], set()
         if resume:
-            asyncio.get_running_loop().create_task(bus._recover(resume))
+            asyncio.get_running_loop().create_task(self.bus._recover(resume))
 
     async def _run(self) -> None:
         bus = self.bus
         backoff = 0.1
         while True:
-            pubsub = None
+            conn = None
             try:
-                pubsub = self.pubsub = await self.make_pubsub()
+                conn = self.conn = await self.connect(self._on_push)
                 if self.patterns:
-                    await pubsub.psubscribe(*self.patterns)
-                await self._subscribe_shards(pubsub)
+                    conn.send(pack(("PSUBSCRIBE", *self.patterns)))
+                await self._subscribe_shards(conn)
                 log.debug("pub/sub connection up: %d shard channels, %d patterns", len(self.shard_channels), len(self.patterns))
                 self.ok = True
                 self._ready.set()
@@ -552,17 +596,7 @@ class _Listener:
                 bus._resync = True
                 bus._recovered()
                 backoff = 0.1
-                while self.ok:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind in (b"ssubscribe", "ssubscribe"):
-                        for waiter in self._confirm.pop(_text(message["channel"]), ()):
-                            if not waiter.done():
-                                waiter.set_result(None)
-                    else:
-                        bus._on_pubsub(message)
+                raise (await conn.closed) or RespConnectionError("pub/sub connection closed")
             except Exception as exc:  # noqa: BLE001 - the listener must survive anything
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("redis pub/sub failed")
@@ -581,39 +615,16 @@ class _Listener:
                     if not waiter.done():
                         waiter.set_exception(ConnectionError("pub/sub connection lost"))
             self._confirm.clear()
-            if pubsub is not None:
-                await _quietly(pubsub.aclose())
+            if conn is not None:
+                conn.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
 
 def _no_retry() -> Retry:
-    """redis-py would reconnect and resubscribe silently; the bus must see each loss
-    (to recover what was stored meanwhile) and retries with its own backoff."""
+    """The bus sees each failure (to recover what was stored meanwhile) and retries
+    with its own backoff, rather than redis-py retrying behind its back."""
     return Retry(NoBackoff(), 0)
-
-
-class _PubSub(PubSub):
-    """redis-py's PubSub, minus its resubscription on reconnect.
-
-    After a read error redis-py reconnects (even with no retries) and
-    subscribes again on the new connection, then raises. That connection is a
-    zombie: Redis counts it as a subscriber, so messages are sent to it rather
-    than stored, and the bus closes it unread. The bus subscribes itself.
-    """
-
-    async def on_connect(self, connection: Any) -> None:
-        return None
-
-
-def _node_pubsub(host: str, port: int) -> Any:
-    """A pub/sub connection to one node of a Cluster (SSUBSCRIBE must go to the slot's owner)."""
-    client = aioredis.Redis(host=host, port=port, socket_timeout=None, socket_connect_timeout=3, retry=_no_retry())
-    return _PubSub(client.connection_pool)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 async def _bounded(what: str, awaitable: Any, timeout: float = 1.0) -> None:
@@ -624,10 +635,3 @@ async def _bounded(what: str, awaitable: Any, timeout: float = 1.0) -> None:
         log.warning("shutdown: %s took over %.0f s; going on", what, timeout)
     except Exception as exc:  # noqa: BLE001 - best effort at exit
         log.debug("shutdown: %s failed: %s", what, exc)
-
-
-async def _quietly(awaitable: Any) -> None:
-    try:
-        await awaitable
-    except Exception as exc:  # noqa: BLE001 - closing a broken connection
-        log.debug("ignored while closing: %s", exc)

@@ -1,0 +1,183 @@
+"""The bus's lean Redis connection (stompgate.bus.resp) against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from stompgate.bus.resp import Address, ReplyError, RespConnection, RespConnectionError, pack
+
+from .nodes import free_port
+from .redisproc import RedisProcess, start_redis
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server this test may reconfigure or stop."""
+    server = start_redis(tmp_path)
+    yield server
+    server.stop()
+
+
+# ------------------------------------------------------------------ addresses
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6380/0", Address("127.0.0.1", 6380)),
+        ("redis://localhost", Address("localhost", 6379)),
+        ("redis://:s%40cret@h:1/2", Address("h", 1, db=2, password="s@cret")),
+        ("redis://u:p@h:1/?db=3", Address("h", 1, db=3, username="u", password="p")),
+        ("rediss://h:1/0", Address("h", 1, tls=True)),
+        ("rediss://h:1/0?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem", Address("h", 1, tls=True, tls_verify=False, tls_ca_certs="/ca.pem")),
+        ("unix:///run/redis.sock?db=4", Address(path="/run/redis.sock", db=4)),
+        ("unix://:pw@/run/redis.sock", Address(path="/run/redis.sock", password="pw")),
+    ],
+)
+def test_address_from_url(url: str, expected: Address) -> None:
+    assert Address.from_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("http://h:1", "expected a redis://"), ("redis://h:1/zero", "must be a number")],
+)
+def test_address_from_bad_url(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Address.from_url(url)
+
+
+# ------------------------------------------------------------------- commands
+
+
+async def test_pipelined_replies_in_order_errors_in_place(standalone_redis: RedisProcess) -> None:
+    conn = await RespConnection.open(Address(port=standalone_redis.port))
+    try:
+        key = f"resp-{free_port()}"
+        data = b"".join(
+            [pack(("DEL", key)), pack(("SET", key, b"v\x00\xff")), pack(("INCR", key)), pack(("GET", key)), pack(("RPUSH", f"{key}:l", 1, 2))]
+        )
+        deleted, ok, incr, value, pushed = await conn.request(data, 5)
+        assert (deleted, ok, value, pushed) == (0, b"OK", b"v\x00\xff", 2)
+        assert isinstance(incr, ReplyError) and "not an integer" in str(incr)
+        # Requests sent back to back are answered in order, each with its own replies.
+        first = conn.request(pack(("ECHO", "a")), 1)
+        second = conn.request(pack(("ECHO", "b")) + pack(("ECHO", "c")), 2)
+        assert await second == [b"b", b"c"]
+        assert await first == [b"a"]
+    finally:
+        conn.close()
+
+
+async def test_auth_and_database(own_redis: RedisProcess) -> None:
+    own_redis.client().config_set("requirepass", "pa ss")
+    with pytest.raises(RespConnectionError, match="refused"):
+        await RespConnection.open(Address(port=own_redis.port, password="wrong"))
+    conn = await RespConnection.open(Address.from_url(f"redis://:pa%20ss@127.0.0.1:{own_redis.port}/5"))
+    try:
+        assert await conn.request(pack(("SET", "k", "in five")), 1) == [b"OK"]
+    finally:
+        conn.close()
+    import redis
+
+    assert redis.Redis(port=own_redis.port, password="pa ss", db=5).get("k") == b"in five"
+
+
+async def test_connect_failure_names_the_address() -> None:
+    port = free_port()
+    with pytest.raises(RespConnectionError, match=f"127.0.0.1:{port}"):
+        await RespConnection.open(Address(port=port))
+
+
+async def test_lost_connection_fails_waiting_requests(own_redis: RedisProcess) -> None:
+    conn = await RespConnection.open(Address(port=own_redis.port))
+    # Redis answers BLPOP only after its timeout; stopping Redis first leaves it waiting.
+    waiting = conn.request(pack(("BLPOP", "nothing", 30)), 1)
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(own_redis.stop)
+    with pytest.raises(RespConnectionError):
+        await asyncio.wait_for(waiting, 5)
+    assert isinstance(await asyncio.wait_for(conn.closed, 5), RespConnectionError)
+    with pytest.raises(RespConnectionError, match="closed"):
+        await conn.request(pack(("PING",)), 1)
+
+
+# -------------------------------------------------------------------- pub/sub
+
+
+async def test_pubsub_pushes_every_message_in_order(standalone_redis: RedisProcess) -> None:
+    got: list[Any] = []
+    conn = await RespConnection.open(Address(port=standalone_redis.port), on_push=got.append)
+    channel = f"resp-{free_port()}"
+    try:
+        conn.send(pack(("SSUBSCRIBE", channel)))
+        while not got:
+            await asyncio.sleep(0.01)
+        assert got.pop(0) == [b"ssubscribe", channel.encode(), 1]
+        pipe = standalone_redis.client().pipeline(transaction=False)
+        for i in range(2000):
+            pipe.execute_command("SPUBLISH", channel, f"m{i}")
+        await asyncio.to_thread(pipe.execute)
+        for _ in range(200):
+            if len(got) == 2000:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [[b"smessage", channel.encode(), f"m{i}".encode()] for i in range(2000)]
+    finally:
+        conn.close()
+
+
+async def test_a_failing_handler_does_not_end_the_connection(
+    standalone_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[Any] = []
+
+    def handler(reply: Any) -> None:
+        if reply[-1] == b"bad":
+            raise RuntimeError("handler broke")
+        got.append(reply)
+
+    conn = await RespConnection.open(Address(port=standalone_redis.port), on_push=handler)
+    channel = f"resp-{free_port()}"
+    try:
+        conn.send(pack(("SUBSCRIBE", channel)))
+        client = standalone_redis.client()
+        for _ in range(100):
+            if client.pubsub_numsub(channel)[0][1] == 1:
+                break
+            await asyncio.sleep(0.02)
+        with caplog.at_level(logging.ERROR, logger="stompgate.bus.resp"):
+            for body in ("bad", "good"):
+                client.publish(channel, body)
+            for _ in range(100):
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.02)
+        assert got[-1] == [b"message", channel.encode(), b"good"]
+        assert "handler broke" in caplog.text
+        assert not conn.closed.done()
+    finally:
+        conn.close()
+
+
+async def test_garbage_from_the_server_closes_the_connection() -> None:
+    async def speak_nonsense(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"?what is this\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(speak_nonsense, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await RespConnection.open(Address(port=port))
+        error = await asyncio.wait_for(conn.closed, 5)
+        assert isinstance(error, RespConnectionError) and "protocol error" in str(error)
+    finally:
+        server.close()
+        await server.wait_closed()
