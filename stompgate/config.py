@@ -21,6 +21,8 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from .bus.resp import Address
+
 ENV_PREFIX = "STOMPGATE_"
 
 
@@ -272,6 +274,11 @@ class BusConfig:
         if self.node_timeout_s < 2 * self.node_heartbeat_s:
             problems.append(f"{path}.node_timeout_s: must be at least twice node_heartbeat_s")
         _positive(self.outbox_limit, f"{path}.outbox_limit", problems)
+        if self.type == "redis" and not self.redis.cluster_nodes:
+            try:
+                Address.from_url(self.redis.url)
+            except ValueError as exc:
+                problems.append(f"{path}.redis.url: {exc}")
         for i, seed in enumerate(self.redis.cluster_nodes):
             host, _, port = seed.rpartition(":")
             if not host or not port.isdigit():

@@ -49,6 +49,12 @@ class Address:
     @classmethod
     def from_url(cls, url: str) -> Address:
         parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{url!r}: expected a redis://, rediss:// or unix:// URL")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{url!r}: {exc}") from None
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else query.get("password")
@@ -58,11 +64,9 @@ class Address:
         common = {"db": int(db_text), "username": username, "password": password}
         if parts.scheme == "unix":
             return cls(path=parts.path, **common)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"{url!r}: expected a redis://, rediss:// or unix:// URL")
         return cls(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
+            port=port or 6379,
             tls=parts.scheme == "rediss",
             tls_verify=query.get("ssl_cert_reqs", "required") != "none",
             tls_ca_certs=query.get("ssl_ca_certs"),
