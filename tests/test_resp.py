@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -181,3 +182,88 @@ async def test_garbage_from_the_server_closes_the_connection() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+# ------------------------------------------------------------------------ TLS
+
+
+def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a localhost certificate it signed: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stompgate test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server speaking only TLS: (port, its CA file)."""
+    import subprocess
+
+    from .redisproc import REDIS_SERVER
+
+    ca, cert, key = _tls_files(tmp_path)
+    port = free_port()
+    log = tmp_path / "redis.log"
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--dir", str(tmp_path), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no", "--logfile", str(log),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "Ready to accept connections" not in (log.read_text() if log.exists() else ""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server with TLS did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.02)
+        yield port, ca
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+async def test_tls(tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    for url in (f"rediss://localhost:{port}/0?ssl_ca_certs={ca}", f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"):
+        conn = await RespConnection.open(Address.from_url(url))
+        try:
+            assert await conn.request(pack(("PING",)), 1) == [b"PONG"]
+        finally:
+            conn.close()
+    # Verified against the system's CAs, the test CA's certificate is refused.
+    with pytest.raises(RespConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        await RespConnection.open(Address.from_url(f"rediss://localhost:{port}/0"))
