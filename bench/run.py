@@ -288,7 +288,7 @@ def summary(r: dict[str, Any]) -> str:
 
 
 FULL = {
-    "p2p": ([1000, 2000, 5000, 8000, 10000, 15000, 20000, 30000], {"users": 200, "duration_s": 8, "warmup_s": 2, "procs": 2}),
+    "p2p": ([1000, 2000, 3000, 5000, 8000, 10000, 15000, 20000, 25000, 30000, 40000], {"users": 200, "duration_s": 8, "warmup_s": 2, "procs": 2}),
     "fanout": ([10, 20, 50, 100, 150, 200, 300], {"subscribers": 1000, "duration_s": 8, "warmup_s": 2, "procs": 2}),
     "idle": (None, {"sessions": 20000, "hold_s": 60}),
     "connect": (None, {"count": 3000, "concurrency": 100}),
