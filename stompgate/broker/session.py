@@ -100,6 +100,10 @@ _CONTROLLED = frozenset(
 )
 
 
+# Shared by every session past CONNECT; never written to.
+_NOTHING: dict[str, str] = {}
+
+
 class Session:
     """One client connection's STOMP state, from CONNECT to close."""
 
@@ -146,7 +150,7 @@ class Session:
         self._receipt_of: str | None = None  # receipt of the frame being handled
         # RECEIPTs wait, in order, behind publishes the bus has not confirmed yet:
         # a SEND's RECEIPT means the cluster has the message.
-        self._receipts: deque[_ReceiptSlot] = deque()
+        self._receipts: deque[_ReceiptSlot] | None = None  # made when needed: an empty deque is ~600 bytes
         self._committing = False
         self._disconnecting = False
         # Heart-beats. Outgoing: a flag set per write, checked every half interval,
@@ -220,6 +224,8 @@ class Session:
             )
         version = common[-1]
         creds = Credentials(dict(headers), self._handshake_headers, self._query)
+        # Only CONNECT reads them; an idle session should not hold a browser's headers.
+        self._handshake_headers = self._query = _NOTHING
         try:
             user = self.broker.authenticator.authenticate(creds)
         except AuthError as exc:
@@ -297,7 +303,7 @@ class Session:
             self.broker.publish(message)
             return
         slot = _ReceiptSlot(receipt, False)
-        self._receipts.append(slot)
+        self._wait_receipt(slot)
         self.broker.publish(message, lambda error: self._confirmed(slot, error))
 
     def _on_subscribe(self, frame: Frame) -> None:
@@ -336,7 +342,7 @@ class Session:
             # The RECEIPT says the subscription is live across the cluster: it waits
             # for the bus to subscribe and comes before the stored messages it fetched.
             slot = _ReceiptSlot(self._receipt_of, False)
-            self._receipts.append(slot)
+            self._wait_receipt(slot)
             sub.on_live = lambda: self._confirmed(slot, None)
             self._receipt_of = None
         self.broker.subscribe(sub)
@@ -470,8 +476,13 @@ class Session:
         self.out.send(data, binary)
 
     def _queue_receipt(self, slot: _ReceiptSlot) -> None:
-        self._receipts.append(slot)
+        self._wait_receipt(slot)
         self._flush_receipts()
+
+    def _wait_receipt(self, slot: _ReceiptSlot) -> None:
+        if self._receipts is None:
+            self._receipts = deque()
+        self._receipts.append(slot)
 
     def _confirmed(self, slot: _ReceiptSlot, error: str | None) -> None:
         """The bus has (or could not take) a published message."""
@@ -485,12 +496,16 @@ class Session:
 
     def _flush_receipts(self) -> None:
         receipts = self._receipts
+        if receipts is None:
+            return
         while receipts and receipts[0].ready and not self.closed:
             slot = receipts.popleft()
             if slot.receipt is not None:
                 self._write(serialize(Frame("RECEIPT", {"receipt-id": slot.receipt}), self.version), False)
             if slot.disconnect:
                 self.close(CLOSE_NORMAL, "disconnect")
+        if not receipts and self._receipts is receipts:
+            self._receipts = None
 
     def deliver(self, sub: Subscription, message: Message) -> None:
         """Write ``message`` as a MESSAGE frame for ``sub``; the broker's hot path."""
