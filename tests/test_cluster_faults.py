@@ -167,3 +167,32 @@ async def test_pubsub_connections_killed_by_redis_are_restored(node_factory, bus
     for client in (bob, watcher):
         await nothing_more(client)
 
+
+
+async def test_a_node_started_before_its_redis_says_so_and_catches_up(node_factory, tmp_path) -> None:
+    from .nodes import free_port
+
+    server = RedisProcess(free_port(), tmp_path / "late-redis")
+    config = {"bus": {"type": "redis", "routing": "directed", "redis": {"url": server.url}, **FAST}}
+    node = node_factory(config)
+    try:
+        assert f"redis not reachable yet (subscribe: cannot connect to redis at 127.0.0.1:{server.port}" in node.log()
+        assert api(node, "GET", "/ready")[0] == 503
+        alice = await WsStomp.connect(node.ws_url, "alice")
+        await alice.subscribe("/topic/local")
+        await alice.publish("/topic/local", "served while redis is missing", receipt=False)
+        assert (await alice.recv()).body == b"served while redis is missing"
+        # For a user nobody holds: the message waits in the outbox, its RECEIPT with it.
+        await alice.send(Frame("SEND", {"destination": "/user/bob/queue/in", "receipt": "r1"}, b"kept for bob"))
+        await nothing_more(alice, 0.5)
+
+        server.start()
+        receipt = await alice.recv(20)
+        assert (receipt.command, receipt.headers["receipt-id"]) == ("RECEIPT", "r1")
+        wait_ready(node)
+        assert "connected to redis" in node.log()
+        bob = await WsStomp.connect(node.ws_url, "bob")
+        await bob.subscribe("/user/queue/in")
+        assert (await bob.recv()).body == b"kept for bob"
+    finally:
+        server.stop()

@@ -103,6 +103,11 @@ class RedisBus:
             if self.healthy:
                 break
             await asyncio.sleep(0.05)
+        else:
+            log.warning(
+                "redis not reachable yet (%s); retrying in the background, local traffic goes on, cluster traffic is queued",
+                self._last_error,
+            )
 
     async def stop(self) -> None:
         """Flush the outbox, leave the registry, close connections: each step bounded."""
