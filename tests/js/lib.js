@@ -1,6 +1,7 @@
 'use strict';
 // Building blocks for scenarios.js: the two third-party STOMP clients and a raw
-// WebSocket client behind one small interface, plus waiting helpers.
+// WebSocket client behind one small interface, plus waiting helpers and the
+// command-line driver (runScenarios) that scenarios.js and sockjs_scenarios.js share.
 //
 //   ModernPeer  @stomp/stompjs 7 (`Client`), negotiates STOMP 1.2
 //   LegacyPeer  stompjs 2.3.3 (`Stomp.over` / `Stomp.client`), negotiates STOMP 1.1
@@ -281,6 +282,22 @@ class LegacyPeer extends Peer {
       peer.ws = new RecordingWebSocket(url);
       client = Stomp.over(peer.ws);
     }
+    return LegacyPeer._attach(peer, client, login, { heartbeat });
+  }
+
+  /**
+   * Wire a stompjs 2.3.3 `client` (already holding its socket as `peer.ws`) to
+   * `peer` and CONNECT as `login`; resolves with `peer` on CONNECTED.
+   *   heartbeat  both directions in ms (undefined keeps the library default)
+   *   closeCode  reads the socket's close code when the library reports the close
+   *   what       names the wait in the timeout error
+   */
+  static _attach(
+    peer,
+    client,
+    login,
+    { heartbeat, closeCode = () => peer.ws.closeCode, what = `CONNECTED for ${login}` } = {},
+  ) {
     peer.client = client;
     if (heartbeat !== undefined) client.heartbeat = { outgoing: heartbeat, incoming: heartbeat };
     client.debug = (line) => peer._debug(line);
@@ -296,7 +313,7 @@ class LegacyPeer extends Peer {
           // called with an ERROR frame, or with a string when the socket closes
           (error) => {
             if (typeof error === 'string') {
-              peer.closes.push(peer.ws.closeCode);
+              peer.closes.push(closeCode());
               if (!peer.connected) reject(new Error(`${login}: ${error} before CONNECTED`));
             } else {
               peer.errors.push(summary(error));
@@ -304,7 +321,7 @@ class LegacyPeer extends Peer {
           },
         );
       }),
-      `CONNECTED for ${login}`,
+      what,
     );
   }
 
@@ -433,6 +450,42 @@ class RawStomp {
   }
 }
 
+// ------------------------------------------------------------- script driver
+
+/** One JSON line, ASCII only: U+2028, U+0085 and friends would split it for Python's splitlines(). */
+function finish(result, code) {
+  const json = JSON.stringify(result).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  process.stdout.write(json + '\n', () => process.exit(code));
+}
+
+/**
+ * The command line of a scenario script: `node SCRIPT SCENARIO URL [OPTIONS_JSON]`.
+ * Runs scenarios[SCENARIO]({url, ...options}, report) and prints one JSON line:
+ * {ok: true, tag, ...result} (exit 0), {ok: false, tag, error, report} (exit 1),
+ * or a usage error (exit 2). Gives up after `deadlineMs`, printing the partial report.
+ *   script   the script's file name, for the usage message
+ *   urlName  what the URL argument is called there (WS_URL, BASE_URL)
+ */
+async function runScenarios(scenarios, { script, urlName, deadlineMs, tag = TAG }) {
+  const [name, url, optionsJson] = process.argv.slice(2);
+  const scenario = scenarios[name];
+  if (!scenario || !url) {
+    finish({ ok: false, error: `usage: node ${script} {${Object.keys(scenarios).join('|')}} ${urlName} [OPTIONS_JSON]` }, 2);
+    return;
+  }
+  const report = {}; // filled as the scenario goes, printed if it fails
+  setTimeout(
+    () => finish({ ok: false, error: `scenario ${name} did not finish within ${deadlineMs} ms`, report }, 1),
+    deadlineMs,
+  );
+  try {
+    const result = await scenario({ url, ...JSON.parse(optionsJson || '{}') }, report);
+    finish({ ok: true, tag, ...result }, 0);
+  } catch (err) {
+    finish({ ok: false, tag, error: err.stack || String(err), report }, 1);
+  }
+}
+
 module.exports = {
   TAG,
   LegacyPeer,
@@ -440,6 +493,7 @@ module.exports = {
   RawStomp,
   RecordingWebSocket,
   Peer,
+  runScenarios,
   sha256,
   sleep,
   until,

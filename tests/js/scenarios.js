@@ -9,7 +9,7 @@
 // is right. A scenario throws only when it cannot go on (a wait timed out).
 // Every run stops by itself within DEADLINE_MS.
 
-const { TAG, LegacyPeer, ModernPeer, RawStomp, Peer, sha256, sleep, until, withTimeout } = require('./lib');
+const { TAG, runScenarios, LegacyPeer, ModernPeer, RawStomp, Peer, sha256, sleep, until, withTimeout } = require('./lib');
 const Stomp = require('stompjs');
 
 const DEADLINE_MS = 20000;
@@ -548,28 +548,4 @@ function connectOverWs(url, login) {
   return withTimeout(connecting, `CONNECTED for ${login} (Stomp.overWS)`);
 }
 
-function finish(result, code) {
-  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(code));
-}
-
-async function main() {
-  const [name, url, optionsJson] = process.argv.slice(2);
-  const scenario = scenarios[name];
-  if (!scenario || !url) {
-    finish({ ok: false, error: `usage: node scenarios.js {${Object.keys(scenarios).join('|')}} WS_URL [OPTIONS_JSON]` }, 2);
-    return;
-  }
-  const report = {}; // filled as the scenario goes, printed if it fails
-  setTimeout(
-    () => finish({ ok: false, error: `scenario ${name} did not finish within ${DEADLINE_MS} ms`, report }, 1),
-    DEADLINE_MS,
-  );
-  try {
-    const result = await scenario({ url, ...JSON.parse(optionsJson || '{}') }, report);
-    finish({ ok: true, tag: TAG, ...result }, 0);
-  } catch (err) {
-    finish({ ok: false, tag: TAG, error: err.stack || String(err), report }, 1);
-  }
-}
-
-main();
+runScenarios(scenarios, { script: 'scenarios.js', urlName: 'WS_URL', deadlineMs: DEADLINE_MS, tag: TAG });

@@ -11,7 +11,7 @@
 // their times, the transport it ended up with, and how it closed, so the Python
 // tests can assert on them.
 
-const { LegacyPeer, ModernPeer, withTimeout } = require('./lib');
+const { LegacyPeer, ModernPeer } = require('./lib');
 const Stomp = require('stompjs');
 
 const LIBRARIES = { '1.6': 'sockjs-client', '1.1.4': 'sockjs-client-114' };
@@ -116,31 +116,11 @@ class SockLegacyPeer extends LegacyPeer {
     const peer = new SockLegacyPeer(login);
     peer.ws = openSockJS(url, sockOptions);
     peer.sockClosed = () => peer.ws.record.closeCode !== null;
-    const client = Stomp.over(peer.ws);
-    peer.client = client;
-    if (heartbeat !== undefined) client.heartbeat = { outgoing: heartbeat, incoming: heartbeat };
-    client.debug = (line) => peer._debug(line);
-    client.onreceipt = (frame) => peer._onReceipt(frame);
-    return withTimeout(
-      new Promise((resolve, reject) => {
-        client.connect(
-          { login },
-          (frame) => {
-            peer.connected = { ...frame.headers };
-            resolve(peer);
-          },
-          (error) => {
-            if (typeof error === 'string') {
-              peer.closes.push(peer.ws.record.closeCode);
-              if (!peer.connected) reject(new Error(`${login}: ${error} before CONNECTED`));
-            } else {
-              peer.errors.push({ command: error.command, headers: { ...error.headers }, body: error.body });
-            }
-          },
-        );
-      }),
-      `CONNECTED for ${login} over SockJS ${sockOptions.transport}`,
-    );
+    return LegacyPeer._attach(peer, Stomp.over(peer.ws), login, {
+      heartbeat,
+      closeCode: () => peer.ws.record.closeCode,
+      what: `CONNECTED for ${login} over SockJS ${sockOptions.transport}`,
+    });
   }
 
   close() {

@@ -14,7 +14,7 @@
 // The scenario reports what the clients saw; the Python test decides whether it
 // is right. Every run stops by itself within DEADLINE_MS.
 
-const { TAG, Peer, sleep, until, withTimeout } = require('./lib');
+const { TAG, runScenarios, Peer, sleep, until, withTimeout } = require('./lib');
 const { connectSock, frameCount, openSockJS, sockFacts, sockjsVersion } = require('./sockjs_lib');
 
 const DEADLINE_MS = 20000;
@@ -297,30 +297,4 @@ const scenarios = {
   },
 };
 
-/** One JSON line, ASCII only: U+2028, U+0085 and friends would split it for Python's splitlines(). */
-function finish(result, code) {
-  const json = JSON.stringify(result).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  process.stdout.write(json + '\n', () => process.exit(code));
-}
-
-async function main() {
-  const [name, url, optionsJson] = process.argv.slice(2);
-  const scenario = scenarios[name];
-  if (!scenario || !url) {
-    finish({ ok: false, error: `usage: node sockjs_scenarios.js {${Object.keys(scenarios).join('|')}} BASE_URL [OPTIONS_JSON]` }, 2);
-    return;
-  }
-  const report = {}; // filled as the scenario goes, printed if it fails
-  setTimeout(
-    () => finish({ ok: false, error: `scenario ${name} did not finish within ${DEADLINE_MS} ms`, report }, 1),
-    DEADLINE_MS,
-  );
-  try {
-    const result = await scenario({ url, ...JSON.parse(optionsJson || '{}') }, report);
-    finish({ ok: true, tag: TAG, ...result }, 0);
-  } catch (err) {
-    finish({ ok: false, tag: TAG, error: err.stack || String(err), report }, 1);
-  }
-}
-
-main();
+runScenarios(scenarios, { script: 'sockjs_scenarios.js', urlName: 'BASE_URL', deadlineMs: DEADLINE_MS, tag: TAG });
