@@ -103,18 +103,49 @@ function sendPrefix(dest) {
   return p;
 }
 
-class StompSession {
-  constructor(target, user, url, opts) {
-    this.kind = target.kind; // 'stomp' | 'rabbitmq'
-    this.target = target;
+/** What every kind of session shares: where it goes, its callbacks, a bounded opening. */
+class BaseSession {
+  constructor(user, url, opts) {
     this.user = user;
     this.url = url;
     this.timeoutMs = opts.timeoutMs || 10000;
     this.onMessage = opts.onMessage || null;
     this.onDrop = opts.onDrop || null;
+    this.closing = false;
+  }
+
+  /**
+   * A promise that `start(finish)` settles once through `finish(err | null)`, or that
+   * fails after timeoutMs; a failed opening terminates the session.
+   */
+  opening(start) {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const finish = (err) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.opened();
+        if (err) {
+          this.terminate();
+          reject(err);
+        } else resolve();
+      };
+      const timer = setTimeout(() => finish(timeoutError(`connect ${this.url}`, this.timeoutMs)), this.timeoutMs);
+      start(finish);
+    });
+  }
+
+  opened() {}
+}
+
+class StompSession extends BaseSession {
+  constructor(target, user, url, opts) {
+    super(user, url, opts);
+    this.kind = target.kind; // 'stomp' | 'rabbitmq'
+    this.target = target;
     this.ws = null;
     this.rest = null;
-    this.closing = false;
     this.pending = null; // {what, resolve, reject} while opening
     this.receipts = new Map();
     this.nextSub = 0;
@@ -287,32 +318,19 @@ class StompSession {
 
 // ----------------------------------------------------------------- echo ----
 
-class EchoSession {
+class EchoSession extends BaseSession {
   constructor(target, user, url, opts) {
-    this.user = user;
-    this.url = url;
-    this.timeoutMs = opts.timeoutMs || 10000;
-    this.onMessage = opts.onMessage || null;
-    this.onDrop = opts.onDrop || null;
+    super(user, url, opts);
     this.ws = null;
-    this.closing = false;
+    this.waiter = null;
+  }
+
+  opened() {
     this.waiter = null;
   }
 
   open(mode) {
-    return new Promise((resolve, reject) => {
-      let done = false;
-      const timer = setTimeout(() => finish(timeoutError(`connect ${this.url}`, this.timeoutMs)), this.timeoutMs);
-      const finish = (err) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.waiter = null;
-        if (err) {
-          this.terminate();
-          reject(err);
-        } else resolve();
-      };
+    return this.opening((finish) => {
       let ws;
       try {
         ws = new WebSocket(this.url, { ...WS_OPTS, handshakeTimeout: this.timeoutMs });
@@ -376,32 +394,16 @@ function io() {
   return ioLib;
 }
 
-class SocketIOSession {
+class SocketIOSession extends BaseSession {
   constructor(target, user, url, opts) {
+    super(user, url, opts);
     this.target = target;
-    this.user = user;
-    this.url = url;
-    this.timeoutMs = opts.timeoutMs || 10000;
-    this.onMessage = opts.onMessage || null;
-    this.onDrop = opts.onDrop || null;
     this.sock = null;
-    this.closing = false;
     this.topic = target.topic || 'bench';
   }
 
   open(mode) {
-    return new Promise((resolve, reject) => {
-      let done = false;
-      const timer = setTimeout(() => finish(timeoutError(`connect ${this.url}`, this.timeoutMs)), this.timeoutMs);
-      const finish = (err) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        if (err) {
-          this.terminate();
-          reject(err);
-        } else resolve();
-      };
+    return this.opening((finish) => {
       const sock = io()(this.url, {
         path: this.target.path || '/socket.io',
         transports: ['websocket'],
