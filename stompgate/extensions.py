@@ -88,4 +88,7 @@ def load_extension(path: str, node: NodeContext) -> None:
     setup = getattr(module, "setup", None)
     if not callable(setup):
         raise ExtensionError(f"{path}: defines no setup(node) function")
-    setup(node)
+    try:
+        setup(node)
+    except Exception as exc:
+        raise ExtensionError(f"{path}: setup(node) failed: {exc!r}") from exc

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
+import pytest
 import yaml
 
 from .nodes import API_KEY, ROOT, NodeProcess, free_port
@@ -297,9 +298,12 @@ async def test_chat_example_files_and_endpoints(node_factory: Factory) -> None:
             assert (await resp.json())["code"] == "500"
 
 
-def test_an_extension_that_fails_stops_the_node_with_its_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "source", ["raise RuntimeError('boom')\n", "def setup(node):\n    raise RuntimeError('boom')\n"], ids=["import", "setup"]
+)
+def test_an_extension_that_fails_stops_the_node_with_its_name(tmp_path: Path, source: str) -> None:
     ext = tmp_path / "broken_ext.py"
-    ext.write_text("raise RuntimeError('boom')\n")
+    ext.write_text(source)
     config = {
         "server": {"port": free_port(), "extensions": [str(ext)]},
         "auth": {"mode": "dev"},
@@ -316,6 +320,7 @@ def test_an_extension_that_fails_stops_the_node_with_its_name(tmp_path: Path) ->
     )
     assert proc.returncode == 2
     assert "server.extensions" in proc.stderr and "broken_ext.py" in proc.stderr and "boom" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 async def test_a_surrogate_pair_split_across_messages_is_joined(node_factory: Factory) -> None:
