@@ -167,9 +167,12 @@ class Node:
         )
         await self._runner.setup()
         # TCP first: once /health answers, every listener accepts connections.
+        shared = cfg.workers > 1  # the workers of stompgate.workers share the ports
         if cfg.tcp.enabled:
-            self._tcp = await start_tcp_server(self.broker, cfg.tcp.host, cfg.tcp.port, cfg.max_outbound_buffer)
-        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, backlog=1024)
+            self._tcp = await start_tcp_server(
+                self.broker, cfg.tcp.host, cfg.tcp.port, cfg.max_outbound_buffer, reuse_port=shared
+            )
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, reuse_port=shared, backlog=1024)
         await site.start()
         log.info(
             "stompgate %s node %s listening on http://%s:%d (websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",

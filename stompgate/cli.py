@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         config.server.port = args.port
     if args.log_level:
         config.logging.level = args.log_level
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=config.logging.level.upper(), format=LOG_FORMAT)
+    if config.server.workers > 1:
+        from .workers import supervise
+
+        return supervise(config, _run_node, LOG_FORMAT)
+    return _run_node(config)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _run_node(config: Config) -> int:
     from .app import run
     from .extensions import ExtensionError
 

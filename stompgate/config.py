@@ -104,9 +104,12 @@ class ServerConfig:
     # A session whose unsent output passes this many bytes is a slow consumer: closed.
     max_outbound_buffer: int = 8 * 1024 * 1024
     tcp: TcpConfig = field(default_factory=TcpConfig)
+    # Processes serving this config's ports (SO_REUSEPORT), each a node of the cluster.
+    workers: int = 1
 
     def validate(self, path: str, problems: list[str]) -> None:
         _port(self.port, f"{path}.port", problems)
+        _positive(self.workers, f"{path}.workers", problems)
         _port(self.tcp.port, f"{path}.tcp.port", problems)
         for i, ws_path in enumerate(self.websocket_paths):
             if not ws_path.startswith("/"):
@@ -317,6 +320,18 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
+        if self.server.workers > 1:
+            # Each worker is a node of its own: they reach each other's sessions only through Redis.
+            if self.bus.type != "redis":
+                problems.append("server.workers: more than 1 needs bus.type redis (workers reach each other through it)")
+            if self.server.sockjs:
+                problems.append(
+                    "server.workers: more than 1 cannot serve server.sockjs: SockJS's HTTP transports need every "
+                    "request of a session on one process; run one worker per port behind a proxy that hashes "
+                    "on the session (examples/cluster)"
+                )
+            if self.server.port == 0 or (self.server.tcp.enabled and self.server.tcp.port == 0):
+                problems.append("server.workers: more than 1 needs fixed ports (not 0), shared by the workers")
         ws = set(self.server.websocket_paths) | {s.path for s in self.server.sockjs}
         if self.api.enabled and any(p == self.api.prefix or p.startswith(self.api.prefix + "/") for p in ws):
             problems.append(f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}")

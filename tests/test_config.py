@@ -92,6 +92,7 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             "auth.cookie: only for mode dev or jwt",
         ),
         ({"auth": {"mode": "dev", "cookie": "a b"}, "api": {"key": "k"}}, "auth.cookie: not a valid cookie name"),
+        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"workers": 0}}, "server.workers: must be > 0, got 0"),
         (
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "bus": {"type": "redis", "redis": {"url": "127.0.0.1:6379"}}},
             "bus.redis.url: '127.0.0.1:6379': expected a redis://, rediss:// or unix:// URL",

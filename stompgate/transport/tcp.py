@@ -61,8 +61,10 @@ class StompTcpProtocol(asyncio.Protocol):
             self._transport.close()  # flushes what is buffered, then closes
 
 
-async def start_tcp_server(broker: Broker, host: str, port: int, max_outbound_buffer: int) -> asyncio.Server:
+async def start_tcp_server(
+    broker: Broker, host: str, port: int, max_outbound_buffer: int, reuse_port: bool = False
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: StompTcpProtocol(broker, max_outbound_buffer), host, port, reuse_address=True
+        lambda: StompTcpProtocol(broker, max_outbound_buffer), host, port, reuse_address=True, reuse_port=reuse_port
     )
