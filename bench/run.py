@@ -6,6 +6,8 @@
 
 Targets, all on loopback ports of this machine:
 - stompgate: two nodes sharing a Redis (directed routing), dev login;
+- stompgate-1node, stompgate-1node-2workers: one node on that Redis, with one
+  process or with two (server.workers), for what workers give a single node;
 - rabbitmq:  a private RabbitMQ node with Web-STOMP (bench/peers/rabbitmq.py);
 - socketio:  two python-socketio nodes on aiohttp sharing a Redis (AsyncRedisManager);
 - echo:      a bare aiohttp WebSocket echo server, the floor for a Python server.
@@ -95,14 +97,14 @@ def terminate(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(5)
 
 
-def start_stompgate(work: Path, nodes: int = 2) -> Target:
+def start_stompgate(work: Path, nodes: int = 2, workers: int = 1) -> Target:
     redis = start_redis(work / "redis-stompgate")
     procs, urls = [], []
     for i in range(nodes):
         port = free_port()
         config = {
             "node_id": f"bench{i + 1}",
-            "server": {"port": port, "websocket_paths": ["/ws"]},
+            "server": {"port": port, "websocket_paths": ["/ws"], "workers": workers},
             "stomp": {"heartbeat": {"send_ms": 0, "receive_ms": 0}},
             "auth": {"mode": "dev"},
             "api": {"enabled": False},
@@ -125,7 +127,7 @@ def start_stompgate(work: Path, nodes: int = 2) -> Target:
         {"kind": "stomp", "urls": urls},
         lambda: [p.pid for p in procs] + ([redis.proc.pid] if redis.proc else []),
         stop,
-        [f"{nodes} nodes, Redis {redis_version()}, directed routing"],
+        [f"{nodes} node{'s' if nodes > 1 else ''}{f' of {workers} worker processes' if workers > 1 else ''}, Redis {redis_version()}, directed routing"],
     )
 
 
@@ -189,6 +191,9 @@ def rabbit_pids(rabbit: Any) -> list[int]:
 
 STARTERS: dict[str, Callable[[Path], Target]] = {
     "stompgate": start_stompgate,
+    # What server.workers gives one node: the same load on one node, one or two processes.
+    "stompgate-1node": lambda work: start_stompgate(work, nodes=1),
+    "stompgate-1node-2workers": lambda work: start_stompgate(work, nodes=1, workers=2),
     "rabbitmq": start_rabbitmq,
     "socketio": start_socketio,
     "echo": start_echo,
@@ -417,7 +422,7 @@ def node_version() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default="stompgate,rabbitmq,socketio,echo")
+    parser.add_argument("--targets", default="stompgate,stompgate-1node,stompgate-1node-2workers,rabbitmq,socketio,echo")
     parser.add_argument("--scenarios", default="p2p,fanout,idle,connect")
     parser.add_argument("--smoke", action="store_true", help="low rates on stompgate, exit 1 if anything was lost")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
