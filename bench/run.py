@@ -446,6 +446,7 @@ def main() -> int:
                 work.mkdir()
                 print(f"{name}: starting for {scenario}", flush=True)
                 target = STARTERS[name](work)
+                target.name = name  # the column: one starter may serve several (stompgate-1node)
                 if scenario == scenarios[0]:
                     targets.append(target)
                 try:
