@@ -235,3 +235,18 @@ async def until(check, timeout: float, why=lambda: "condition not met") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{why()} within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def test_a_burst_of_returning_users_gets_every_stored_message(node_factory, bus) -> None:
+    """Hundreds of subscriptions at once (a node restarted, its users coming back) each
+    fetch what was stored for them; none is left behind for lack of a connection."""
+    (node,) = started(node_factory, bus, 1)
+    users = [f"back{i}" for i in range(300)]
+    for user in users:
+        status, reply = api(node, "POST", "/api/send-to-user", {"user": user, "destination": "/queue/box", "payload": user})
+        assert (status, reply["delivered"]) == (200, 0)
+    clients = await asyncio.gather(*(WsStomp.connect(node.ws_url, user) for user in users))
+    await asyncio.gather(*(c.send(Frame("SUBSCRIBE", {"id": "1", "destination": "/user/queue/box"})) for c in clients))
+    bodies = await asyncio.gather(*(c.recv(20) for c in clients))
+    assert [frame.body.decode() for frame in bodies] == users
+    assert "not fetched" not in node.log()

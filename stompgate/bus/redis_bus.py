@@ -42,6 +42,10 @@ _BATCH = 512
 # ReplyError: an error reply on the lean connection (NOSCRIPT after a Redis restart, OOM...).
 _CONNECTION_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError, ReplyError)
 _COMMAND_TIMEOUT_S = 5.0
+# Stored-message fetches in flight at once. Each takes a pooled redis-py connection:
+# a burst of subscriptions (a node restarted, its users coming back) must not open
+# one per subscription (redis-py refuses past 100, and file descriptors run out).
+_TAKE_CONCURRENCY = 16
 
 
 class RedisBus:
@@ -56,6 +60,7 @@ class RedisBus:
         self.redis: Any = None
         self._publish_user: Any = None
         self._take_stored: Any = None
+        self._take_slots = asyncio.Semaphore(_TAKE_CONCURRENCY)
         self._conn: RespConnection | None = None  # the outbox's connection (standalone Redis)
         self._probe_channel = self.keys.probe(node_id).encode()
         self._outbox: deque[tuple[str, tuple[Any, ...], Done | None]] = deque()
@@ -225,13 +230,18 @@ class RedisBus:
             # Live delivery first (Redis counts this node from now on), then what
             # was stored before that: each message is in exactly one of the two.
             await self._subscribe(user, destination, channel)
-            raw = await self._take_stored(keys=[self.keys.store(user, destination)])
+            raw = await self._take(user, destination)
             stored = [decode(item, self._user_root)[1] for item in raw]
             self.stats.replayed += len(stored)
         except Exception as exc:  # noqa: BLE001 - the subscription goes live regardless
             # What is stored stays stored: the next (re)subscription recovers it.
             log.warning("stored messages of %s %s not fetched: %s", user, destination, exc)
         replay(stored)
+
+    async def _take(self, user: str, destination: str) -> list[bytes]:
+        """What is stored for (user, destination), removed from the store."""
+        async with self._take_slots:
+            return await self._take_stored(keys=[self.keys.store(user, destination)])
 
     async def _subscribe(self, user: str, destination: str, channel: str) -> None:
         listener = await self._listener_for(channel)
@@ -289,7 +299,7 @@ class RedisBus:
 
     async def pull(self, user: str, destination: str) -> list[Message]:
         try:
-            raw = await self._take_stored(keys=[self.keys.store(user, destination)])
+            raw = await self._take(user, destination)
         except _CONNECTION_ERRORS as exc:
             raise BusUnavailable(f"redis unreachable: {exc}") from None
         self.stats.replayed += len(raw)
