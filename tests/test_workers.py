@@ -17,7 +17,7 @@ import yaml
 from stompgate.workers import STARTUP_S
 
 from .clusterkit import api, nothing_more, wait_ready
-from .nodes import ROOT, NodeProcess, spawn_node
+from .nodes import ROOT, NodeProcess, base_config, deep_merge, free_port, spawn_node
 from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
@@ -116,6 +116,18 @@ def test_workers_that_cannot_start_stop_the_node(tmp_path: Path, bus_config_for)
     log = node.log()
     assert "server.extensions: " + str(broken) + ": setup(node) failed: RuntimeError('no database')" in log
     assert "while starting; stopping the node" in log
+
+
+def test_port_zero_from_the_command_line_is_refused(tmp_path: Path, bus_config_for) -> None:
+    path = tmp_path / "c.yaml"
+    config = deep_merge(base_config(free_port(), free_port()), {"server": {"workers": 2}, **bus_config_for("standalone", "directed")})
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "stompgate", "serve", "--config", str(path), "--port", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=30,
+    )
+    assert out.returncode == 2
+    assert "server.workers: more than 1 needs fixed ports" in out.stderr
 
 
 def test_check_config_names_what_workers_need(tmp_path: Path) -> None:
