@@ -26,7 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
 from aiohttp import HttpVersion11, WSMsgType, web
@@ -541,11 +541,15 @@ class SockJSEndpoint:
             raise _Refused(_plain(400, '"Connection" must be "Upgrade".'))
         self._check_origin(request)
 
-    async def _websocket(self, request: web.Request, session_id: str) -> web.StreamResponse:
+    async def _accept_websocket(self, request: web.Request) -> tuple[web.WebSocketResponse, Any]:
+        """The handshake; the transport is None if the client left during it."""
         self._check_upgrade(request)
         ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=self.options.max_message_size)
         await ws.prepare(request)
-        transport = request.transport
+        return ws, request.transport
+
+    async def _websocket(self, request: web.Request, session_id: str) -> web.StreamResponse:
+        ws, transport = await self._accept_websocket(request)
         if transport is None:
             return ws
         receiver = WebSocketReceiver(ws, transport)
@@ -591,10 +595,7 @@ class SockJSEndpoint:
         return ws
 
     async def _raw_websocket(self, request: web.Request) -> web.StreamResponse:
-        self._check_upgrade(request)
-        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=self.options.max_message_size)
-        await ws.prepare(request)
-        transport = request.transport
+        ws, transport = await self._accept_websocket(request)
         if transport is None:
             return ws
         raw = RawSession(self._info_of(request, "raw-websocket"), ws, transport)
