@@ -39,6 +39,8 @@ import weakref
 import socketio
 from aiohttp import web
 
+from aioserve import run, serve_until_signal
+
 
 # Every WebSocketResponse the engine.io aiohttp driver opens, so that shutdown can close them at once.
 OPEN_WEBSOCKETS: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
@@ -124,30 +126,7 @@ async def serve(host: str, port: int, redis_url: str, channel: str) -> None:
             await asyncio.wait(closing, timeout=2.0)
 
     app.on_shutdown.append(close_sockets)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        try:
-            await runner.cleanup()
-        except Exception:
-            pass
-
-
-def run(coro) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+    await serve_until_signal(app, host, port)
 
 
 # --------------------------------------------------------------------------- selftest

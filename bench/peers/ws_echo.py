@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import weakref
 
 from aiohttp import WSMsgType, web
+
+from aioserve import run, serve_until_signal
 
 TEXT = WSMsgType.TEXT
 BINARY = WSMsgType.BINARY
@@ -63,27 +64,7 @@ def make_app() -> web.Application:
 
 
 async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-def run(coro) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+    await serve_until_signal(make_app(), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:
