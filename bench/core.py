@@ -30,6 +30,15 @@ class NullOut:
     def close(self, code: int, reason: str) -> None:
         pass
 
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def buffered(self) -> int:
+        return 0
+
 
 class NoTimer:
     def cancel(self) -> None:
@@ -41,6 +50,10 @@ class NoScheduler:
         return time.monotonic()
 
     def call_later(self, delay, cb):
+        return NoTimer()
+
+    def call_soon(self, cb):
+        cb()  # the bench feeds one frame at a time: a turn's budget is never spent
         return NoTimer()
 
 

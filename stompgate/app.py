@@ -14,6 +14,7 @@ from aiohttp import web
 from . import __version__
 from .broker import Broker, BrokerSettings, DevAuthenticator, JwtAuthenticator, SessionLimits, StaticAuthenticator
 from .broker.auth import Authenticator
+from .broker.session import CLOSE_POLICY
 from .bus.base import OfflineLimits
 from .bus.memory import MemoryBus
 from .config import Config
@@ -60,10 +61,18 @@ def make_broker(config: Config) -> Broker:
             max_frame_size=s.max_frame_size,
             max_headers=s.max_headers,
             max_header_length=s.max_header_length,
+            max_destination_length=s.max_destination_length,
             max_subscriptions=s.max_subscriptions,
+            max_user_patterns=s.max_user_patterns,
             max_unacked=s.max_unacked,
             max_transactions=s.max_transactions,
             max_transaction_frames=s.max_transaction_frames,
+            max_transaction_bytes=s.max_transaction_bytes,
+            max_inflight_bytes=s.max_inflight_bytes,
+            frames_per_s=s.rate_limit.frames_per_s,
+            bytes_per_s=s.rate_limit.bytes_per_s,
+            burst_s=s.rate_limit.burst_s,
+            rate_policy=s.rate_limit.policy,
         ),
     )
     return Broker(settings, make_authenticator(config), server_name=f"stompgate/{__version__}")
@@ -85,6 +94,7 @@ class Node:
             self.bus = MemoryBus(limits, self.node_id)
         self.broker.bus = self.bus
         self._expiry: asyncio.TimerHandle | None = None
+        self._budget_timer: asyncio.TimerHandle | None = None
         self._outbounds: set[WebSocketOutbound] = set()
         self._sockjs: list[SockJSEndpoint] = []
         self._runner: web.AppRunner | None = None
@@ -152,6 +162,20 @@ class Node:
         body = {"ready": self.bus.healthy, "node": self.node_id, **self.bus.status()}
         return web.json_response(body, status=200 if self.bus.healthy else 503)
 
+    def _check_budget(self) -> None:
+        """Once a second: if the sessions' buffers are past server.memory_budget, close the heaviest."""
+        budget = self.config.server.memory_budget
+        for size, session in self.broker.heaviest(budget):
+            log.warning(
+                "memory budget of %d bytes exceeded: closing session %s (%s, %s) holding %d bytes",
+                budget, session.id, session.user or "-", session.remote, size,
+            )
+            session.fail(
+                f"server memory budget exceeded: this session held {size} bytes; closed first as the heaviest",
+                code=CLOSE_POLICY,
+            )
+        self._budget_timer = asyncio.get_running_loop().call_later(1.0, self._check_budget)
+
     def _expire_offline(self) -> None:
         if isinstance(self.bus, MemoryBus):
             self.bus.expire()
@@ -161,6 +185,8 @@ class Node:
         cfg = self.config.server
         await self.bus.start()
         self._expire_offline()
+        if self.config.server.memory_budget:
+            self._check_budget()
         # handler_cancellation: a client that drops a waiting SockJS poll is noticed at once.
         self._runner = web.AppRunner(
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1, handler_cancellation=True
@@ -198,8 +224,9 @@ class Node:
         handlers += [asyncio.ensure_future(e.drain(2)) for e in self._sockjs]
         if handlers:  # closing handshakes and last SockJS frames, bounded
             await asyncio.wait(handlers, timeout=2)
-        if self._expiry is not None:
-            self._expiry.cancel()
+        for timer in (self._expiry, self._budget_timer):
+            if timer is not None:
+                timer.cancel()
         await self.bus.stop()
         if self._runner is not None:
             await self._runner.cleanup()

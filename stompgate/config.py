@@ -101,8 +101,13 @@ class ServerConfig:
     static: list[StaticConfig] = field(default_factory=list)
     # Python files whose setup(node) adds HTTP routes (an application's endpoints).
     extensions: list[str] = field(default_factory=list)
-    # A session whose unsent output passes this many bytes is a slow consumer: closed.
-    max_outbound_buffer: int = 8 * 1024 * 1024
+    # A session whose unsent output passes this many bytes is a slow consumer: closed
+    # (Spring's send buffer limit is 512 KiB too). One frame may go past it.
+    max_outbound_buffer: int = 512 * 1024
+    # Bytes all sessions of this process may hold in buffers (unsent output, unread
+    # input, open transactions, publishes the bus has not taken); past it the
+    # heaviest sessions are closed first. 0: no budget.
+    memory_budget: int = 1024 * 1024 * 1024
     tcp: TcpConfig = field(default_factory=TcpConfig)
     # Processes serving this config's ports (SO_REUSEPORT), each a node of the cluster.
     workers: int = 1
@@ -127,6 +132,8 @@ class ServerConfig:
             if not Path(ext).is_file():
                 problems.append(f"{path}.extensions[{i}]: no such file: {ext}")
         _positive(self.max_outbound_buffer, f"{path}.max_outbound_buffer", problems)
+        if self.memory_budget < 0:
+            problems.append(f"{path}.memory_budget: must be >= 0 (0: none), got {self.memory_budget}")
 
 
 @dataclass
@@ -145,20 +152,49 @@ class HeartbeatConfig:
 
 
 @dataclass
+class RateLimitConfig:
+    """Per session: frames and bytes per second a client may send (0: no limit)."""
+
+    frames_per_s: float = 1000.0
+    bytes_per_s: float = 1024 * 1024.0
+    # The bucket holds this many seconds of the rate: bursts up to that pass at once.
+    burst_s: float = 2.0
+    # throttle: stop reading the session until it is back under the rate;
+    # close: ERROR and close it.
+    policy: Literal["throttle", "close"] = "throttle"
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        for name in ("frames_per_s", "bytes_per_s"):
+            if getattr(self, name) < 0:
+                problems.append(f"{path}.{name}: must be >= 0 (0: no limit), got {getattr(self, name)}")
+        _positive(self.burst_s, f"{path}.burst_s", problems)
+
+
+@dataclass
 class StompConfig:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     connect_timeout_s: float = 10.0
     max_frame_size: int = 1024 * 1024
     max_headers: int = 64
     max_header_length: int = 8192
+    # Bytes of a destination or subscription pattern (RabbitMQ's routing keys: 255).
+    max_destination_length: int = 1024
     max_subscriptions: int = 1000
+    # Distinct wildcard patterns one user may hold on a node: each is work on every publish.
+    max_user_patterns: int = 100
     max_unacked: int = 10_000
     max_transactions: int = 16
     max_transaction_frames: int = 1000
+    # Bytes of frames all open transactions of a session may hold together.
+    max_transaction_bytes: int = 4 * 1024 * 1024
+    # Bytes of a session's messages the bus has not taken yet; past it the session is
+    # not read until the bus catches up (flow control).
+    max_inflight_bytes: int = 1024 * 1024
 
     def validate(self, path: str, problems: list[str]) -> None:
         for f in dataclasses.fields(self):
-            if f.name != "heartbeat":
+            if f.name not in ("heartbeat", "rate_limit"):
                 _positive(getattr(self, f.name), f"{path}.{f.name}", problems)
 
 
@@ -269,14 +305,22 @@ class BusConfig:
     node_heartbeat_s: float = 2.0
     # A node silent this long is dead: gone from the registry.
     node_timeout_s: float = 6.0
-    # Messages kept in memory while Redis is unreachable, sent when it is back.
+    # Messages, and bytes, the outbox holds while Redis is slow or unreachable. Past
+    # 80 % of either, sessions that publish are not read until it is back under 50 %;
+    # at the limit, what still comes (HTTP API) is refused.
     outbox_limit: int = 10_000
+    outbox_max_bytes: int = 64 * 1024 * 1024
+    # The outbox is "not draining" (GET /ready says 503) when its oldest message has
+    # waited this long.
+    outbox_stall_s: float = 5.0
 
     def validate(self, path: str, problems: list[str]) -> None:
         _positive(self.node_heartbeat_s, f"{path}.node_heartbeat_s", problems)
         if self.node_timeout_s < 2 * self.node_heartbeat_s:
             problems.append(f"{path}.node_timeout_s: must be at least twice node_heartbeat_s")
         _positive(self.outbox_limit, f"{path}.outbox_limit", problems)
+        _positive(self.outbox_max_bytes, f"{path}.outbox_max_bytes", problems)
+        _positive(self.outbox_stall_s, f"{path}.outbox_stall_s", problems)
         if self.type == "redis" and not self.redis.cluster_nodes:
             try:
                 Address.from_url(self.redis.url)

@@ -60,3 +60,4 @@ def wake(ws: web.WebSocketResponse) -> None:
 def close_reason(reason: str) -> bytes:
     """A close reason cut to the 123 bytes a close frame allows, on a character boundary."""
     return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+

@@ -74,6 +74,19 @@ class RecordingOutbound:
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
+    # Flow control: recorded; the session keeps its unread input itself.
+    reading = True
+    unsent = 0
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def buffered(self) -> int:
+        return self.unsent
+
 
 class Timer:
     def __init__(self, when: float, delay: float, callback: Callable[[], Any]) -> None:
@@ -97,6 +110,7 @@ class ManualClock:
     def __init__(self) -> None:
         self.now = 0.0
         self.timers: list[Timer] = []
+        self.soon: list[Timer] = []
 
     def time(self) -> float:
         return self.now
@@ -107,6 +121,24 @@ class ManualClock:
         self.timers.append(timer)
         return timer
 
+    def call_soon(self, callback: Callable[[], Any]) -> Timer:
+        """Due at the next advance(), before any timer (a loop runs ready callbacks first)."""
+        timer = Timer(self.now, 0.0, callback)
+        self.soon.append(timer)
+        return timer
+
+    def run_soon(self) -> None:
+        """One loop turn: the callbacks queued before it (those they queue wait for the next)."""
+        ready, self.soon = self.soon, []
+        for timer in ready:
+            if timer.pending:
+                timer.fired = True
+                timer.callback()
+
+    def run_all_soon(self) -> None:
+        while self.soon:
+            self.run_soon()
+
     def pending(self) -> list[Timer]:
         return [t for t in self.timers if t.pending]
 
@@ -114,6 +146,7 @@ class ManualClock:
         return sorted(t.delay for t in self.pending())
 
     def advance(self, seconds: float) -> None:
+        self.run_all_soon()
         target = self.now + seconds
         while True:
             due = [t for t in self.pending() if t.when <= target + 1e-9]
@@ -123,6 +156,7 @@ class ManualClock:
             self.now = timer.when
             timer.fired = True
             timer.callback()
+            self.run_all_soon()
         self.now = target
 
 
@@ -730,7 +764,7 @@ def test_subscribe_outside_broker_prefixes_is_an_error(env: Env, destination: st
     client = env.connected()
     client.subscribe(destination, "0", receipt="r")
     error = client.expect_error()
-    assert repr(destination) in error.headers["message"]
+    assert (repr(destination) if destination else "the destination is empty") in error.headers["message"]
     assert error.headers["receipt-id"] == "r"
 
 
@@ -1094,19 +1128,17 @@ def test_mixed_version_subscribers_get_correctly_escaped_headers(env: Env) -> No
     for client in (old, mid, new):
         client.subscribe("/topic/a", "s")
     sender = env.connected("s")
-    custom = {"x-colon": "k:v", "x-back": "a\\b", "x:name": "n", "x-nl": "l1\nl2"}
+    custom = {"x-colon": "k:v", "x-back": "a\\b", "x-nl": "l1\nl2"}
     sender.publish("/topic/a", b"body", **custom)
     msg_old, msg_mid, msg_new = old.message(), mid.message(), new.message()
     for msg in (msg_mid, msg_new):
         assert msg.headers["x-colon"] == "k:v"
         assert msg.headers["x-back"] == "a\\b"
-        assert msg.headers["x:name"] == "n"
         assert msg.headers["x-nl"] == "l1\nl2"
     # 1.0: values sent raw; a newline cannot be, so it is flattened
     assert msg_old.headers["x-colon"] == "k:v"
     assert msg_old.headers["x-back"] == "a\\b"
     assert msg_old.headers["x-nl"] == "l1 l2"
-    assert msg_old.headers["x"] == "name:n"  # 1.0 cannot carry ':' in a name
     for msg in (msg_old, msg_mid, msg_new):
         assert msg.body == b"body"
 
@@ -2256,14 +2288,18 @@ def test_reference_conversation() -> None:
 class HeldBus:
     """A bus whose stored-message fetches the test completes by hand."""
 
+    congested = False
+
     def __init__(self) -> None:
         self.fetches: list[tuple[str, str, Callable[[list[Message]], None]]] = []
         self.published: list[Message] = []
 
-    def publish(self, message: Message, delivered_here: int, done: Any) -> None:
+    def publish(self, message: Message, delivered_here: int, done: Any, sender: Any = None) -> None:
         self.published.append(message)
         if done is not None:
             done(None)
+        if sender is not None:
+            sender.settle(message.size)
 
     def user_sessions(self, user: str, count: int) -> None:
         pass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .auth import Authenticator
-from .destinations import DestinationRules
+from .destinations import DestinationRules, has_wildcard
 from .message import Message
 from .session import Session, SessionLimits, CLOSE_RESTART
 from .subscriptions import Subscription, SubscriptionIndex
@@ -51,12 +51,23 @@ class BrokerStats:
 Done = Callable[[str | None], None]
 
 
+class Sender(Protocol):
+    """Who published a message, told when the bus has taken it (flow control)."""
+
+    def settle(self, size: int) -> None: ...
+
+
 class Bus(Protocol):
     """What the broker needs from the layer that connects nodes."""
 
-    def publish(self, message: Message, delivered_here: int, done: Done | None) -> None:
+    # True while the bus holds so much unsent that publishing sessions must wait;
+    # it calls Broker.room() once it has drained.
+    congested: bool
+
+    def publish(self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None) -> None:
         """Carry a message already dispatched on this node to the rest of the cluster;
-        a user message nobody is subscribed to anywhere is stored."""
+        a user message nobody is subscribed to anywhere is stored. ``sender.settle(message.size)``
+        is called once the bus has taken (or refused) it."""
 
     def user_sessions(self, user: str, count: int) -> None:
         """``user`` now has ``count`` sessions on this node (0: none left)."""
@@ -70,13 +81,15 @@ class Bus(Protocol):
 
 
 class UserEntry:
-    """A user's sessions on this node and their ``/user/...`` subscriptions by destination."""
+    """A user's sessions on this node, their ``/user/...`` subscriptions by destination,
+    and the wildcard patterns they hold (with how many subscriptions use each)."""
 
-    __slots__ = ("sessions", "subscriptions")
+    __slots__ = ("sessions", "subscriptions", "patterns")
 
     def __init__(self) -> None:
         self.sessions: dict[Session, None] = {}
         self.subscriptions: dict[str, dict[Subscription, None]] = {}
+        self.patterns: dict[str, int] = {}
 
 
 class Broker:
@@ -101,6 +114,8 @@ class Broker:
         self.bus = bus  # None: this node alone, nothing stored
         # (user, destination) -> subscriptions waiting for their stored messages
         self._replaying: dict[tuple[str, str], list[Subscription]] = {}
+        # Sessions paused until the bus has room for what they publish.
+        self._waiting_room: dict[Session, None] = {}
 
     # --------------------------------------------------------------- sessions
 
@@ -109,6 +124,7 @@ class Broker:
 
     def detach(self, session: Session) -> None:
         self.open_sessions.pop(session, None)
+        self._waiting_room.pop(session, None)
         if session.connected:
             self.unregister(session)
 
@@ -136,9 +152,33 @@ class Broker:
                 if self.bus is not None:
                     self.bus.user_sessions(user, len(entry.sessions))
 
+    def pattern_refusal(self, session: Session, pattern: str) -> str | None:
+        """Why ``session`` may not add a subscription to the wildcard ``pattern``, or None.
+
+        Each distinct pattern is work on every publish, so one user holds at most
+        ``max_user_patterns`` of them on this node (however many sessions share them).
+        """
+        entry = self.users.get(session.user) if session.user is not None else None
+        if entry is None or pattern in entry.patterns:
+            return None
+        if len(entry.patterns) >= self.limits.max_user_patterns:
+            return f"the user holds {len(entry.patterns)} distinct wildcard patterns on this node, the most allowed"
+        return None
+
+    def _count_pattern(self, sub: Subscription, delta: int) -> None:
+        entry = self.users.get(sub.session.user) if sub.session.user is not None else None
+        if entry is not None:
+            count = entry.patterns.get(sub.destination, 0) + delta
+            if count > 0:
+                entry.patterns[sub.destination] = count
+            else:
+                entry.patterns.pop(sub.destination, None)
+
     def subscribe(self, sub: Subscription) -> None:
         if sub.user is None:
             self.topics.add(sub)
+            if has_wildcard(sub.destination):
+                self._count_pattern(sub, 1)
             return
         subs = self.users[sub.user].subscriptions.setdefault(sub.destination, {})
         subs[sub] = None
@@ -183,6 +223,8 @@ class Broker:
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.user is None:
             self.topics.remove(sub)
+            if has_wildcard(sub.destination):
+                self._count_pattern(sub, -1)
             return
         entry = self.users.get(sub.user)
         if entry is None:
@@ -205,20 +247,61 @@ class Broker:
         shown = self.rules.user_root + destination if user is not None else destination
         return Message(destination, headers, body, user=user, shown=shown)
 
-    def publish(self, message: Message, done: Done | None = None) -> int:
+    def publish(self, message: Message, done: Done | None = None, sender: Sender | None = None) -> int:
         """Route a message from a client, the HTTP API or the template.
 
         It is delivered here at once, then handed to the bus for the other nodes
-        (or the offline store); ``done`` learns when the cluster has it.
-        Returns the deliveries made on this node.
+        (or the offline store); ``done`` learns when the cluster has it, and
+        ``sender`` when the bus no longer holds it. Returns the deliveries made on this node.
         """
         self.stats.messages_published += 1
         count = self.dispatch(message)
         if self.bus is not None:
-            self.bus.publish(message, count, done)
-        elif done is not None:
-            done(None)
+            self.bus.publish(message, count, done, sender)
+        else:
+            if done is not None:
+                done(None)
+            if sender is not None:
+                sender.settle(message.size)
         return count
+
+    # ----------------------------------------------------------- flow control
+
+    def flow_blocked(self, session: Session) -> bool:
+        """Whether ``session`` must stop publishing for now: its own unsent share is
+        spent, or the bus as a whole holds too much (Redis slow or away)."""
+        return session.inflight > self.limits.max_inflight_bytes or (self.bus is not None and self.bus.congested)
+
+    def wait_for_room(self, session: Session) -> None:
+        self._waiting_room[session] = None
+
+    def room(self) -> None:
+        """The bus drained: sessions paused for it may read again."""
+        waiting, self._waiting_room = self._waiting_room, {}
+        for session in waiting:
+            session.resume_flow()
+            if session.flow_paused:  # its own share is still spent, or the bus filled again
+                self._waiting_room[session] = None
+
+    def heaviest(self, budget: int) -> list[tuple[int, Session]]:
+        """Sessions to close, heaviest first, so the node's buffers fit ``budget`` bytes again.
+
+        None while the total is within the budget; past it, enough of the heaviest
+        to bring it back to nine tenths.
+        """
+        sizes = [(session.memory(), session) for session in self.open_sessions]
+        total = sum(size for size, _session in sizes)
+        if total <= budget:
+            return []
+        sizes.sort(key=lambda pair: pair[0], reverse=True)
+        out = []
+        target = budget * 9 // 10
+        for size, session in sizes:
+            if total <= target or size == 0:
+                break
+            out.append((size, session))
+            total -= size
+        return out
 
     def dispatch(self, message: Message) -> int:
         """Deliver to the matching subscriptions held by this node."""

@@ -17,7 +17,7 @@ class Message:
     version, so a fan-out to N sessions costs N joins, not N encodings.
     """
 
-    __slots__ = ("destination", "headers", "body", "user", "shown", "_binary", "_tails")
+    __slots__ = ("destination", "headers", "body", "user", "shown", "size", "_binary", "_tails")
 
     def __init__(
         self,
@@ -33,8 +33,10 @@ class Message:
         self.body = body
         self.user = user
         self.shown = shown if shown is not None else destination
+        # Bytes it stands for in buffers and limits: the frame's size when a client sent it.
+        self.size = len(body) + len(destination) + 64
         self._binary: bool | None = None
-        self._tails: dict[str | None, bytes] = {}
+        self._tails: dict[object, bytes] = {}  # by version, or (version, text, nul) for changed bodies
 
     @property
     def binary(self) -> bool:
@@ -64,14 +66,29 @@ class Message:
             tail = self._tails[version] = self._encode_tail(version, self.body)
         return tail
 
-    def text_tail(self, version: str | None) -> bytes:
-        """:meth:`tail` for a text-only transport: bytes that are not UTF-8 become U+FFFD."""
-        key = ("text", version)
-        tail = self._tails.get(key)  # type: ignore[call-overload]
+    def tail_for(self, version: str | None, text_only: bool, nul_safe: bool) -> tuple[bytes, bool]:
+        """:meth:`tail` and the binary flag for a peer that needs the body changed.
+
+        ``text_only`` (SockJS): bytes that are not UTF-8 become U+FFFD and the frame
+        travels as text. ``nul_safe`` (STOMP 1.0/1.1 in a browser, where stompjs 2.x
+        splits frames at every NUL whatever content-length says): each NUL
+        becomes U+FFFD, so no body can end a frame early and forge another.
+        """
+        binary = self.binary
+        text = text_only and binary
+        nul = nul_safe and b"\0" in self.body
+        if not (text or nul):
+            return self.tail(version), binary
+        key = (version, text, nul)
+        tail = self._tails.get(key)
         if tail is None:
-            body = self.body.decode("utf-8", "replace").encode("utf-8")
-            tail = self._tails[key] = self._encode_tail(version, body)  # type: ignore[index]
-        return tail
+            body = self.body
+            if text:
+                body = body.decode("utf-8", "replace").encode("utf-8")
+            if nul:
+                body = body.replace(b"\0", "\ufffd".encode("utf-8"))
+            tail = self._tails[key] = self._encode_tail(version, body)
+        return tail, binary and not text_only
 
     def _encode_tail(self, version: str | None, body: bytes) -> bytes:
         return b"".join(

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
 from .auth import AuthError, Credentials
-from .destinations import DestinationError, has_wildcard
-if TYPE_CHECKING:
-    from .message import Message
+from .destinations import DestinationError, Target, has_wildcard, pattern_problem
+from .names import RESERVED_HEADERS, destination_problem, header_problem, is_reserved, user_name_problem
 from .subscriptions import ACK_MODES, Subscription
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .message import Message
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,22 @@ SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 
 
 class Outbound(Protocol):
-    """What a transport gives a session: write bytes, and close."""
+    """What a transport gives a session: write bytes, close, and stop or resume reading."""
 
     def send(self, data: bytes, binary: bool) -> None:
         """Queue one STOMP frame (or heart-beat EOL) for the peer, in order."""
 
     def close(self, code: int, reason: str) -> None:
         """Close after everything already sent has been flushed."""
+
+    def pause_reading(self) -> None:
+        """Hand the session no more input until :meth:`resume_reading` (at most what is in flight)."""
+
+    def resume_reading(self) -> None:
+        """Input may come again."""
+
+    def buffered(self) -> int:
+        """Bytes written to this peer and not yet taken by the kernel (the node's memory budget)."""
 
 
 @runtime_checkable
@@ -65,16 +74,36 @@ class Scheduler(Protocol):
 
     def call_later(self, delay: float, callback: Callable[[], Any]) -> TimerHandle: ...
 
+    def call_soon(self, callback: Callable[[], Any]) -> TimerHandle:
+        """Run ``callback`` on the next turn of the loop, after what is ready now."""
+
 
 @dataclass(slots=True)
 class SessionLimits:
+    """What one session may hold and do; config.py documents each default and why."""
+
     max_frame_size: int = 1024 * 1024
     max_headers: int = 64
     max_header_length: int = 8192
+    max_destination_length: int = 1024
     max_subscriptions: int = 1000
+    # Distinct wildcard patterns one user may hold on a node (each is work on every publish).
+    max_user_patterns: int = 100
     max_unacked: int = 10_000
     max_transactions: int = 16
     max_transaction_frames: int = 1000
+    # Bytes of frames held by the open transactions of a session, all together.
+    max_transaction_bytes: int = 4 * 1024 * 1024
+    # Bytes of this session's messages the bus has not taken yet; past it the session
+    # is not read until they are taken (flow control, as a TCP broker does).
+    max_inflight_bytes: int = 1024 * 1024
+    # Rate limits: frames and bytes per second (0: none), a bucket of burst_s seconds.
+    frames_per_s: float = 1000.0
+    bytes_per_s: float = 1024 * 1024.0
+    burst_s: float = 2.0
+    rate_policy: str = "throttle"  # or "close"
+    # Frames handled per loop turn before others get a turn.
+    frames_per_turn: int = 64
 
 
 class StompSessionError(Exception):
@@ -87,17 +116,10 @@ class StompSessionError(Exception):
         self.headers = headers or {}
 
 
-_CONTROLLED = frozenset(
-    {
-        "destination",
-        "message-id",
-        "subscription",
-        "content-length",
-        "ack",
-        "receipt",
-        "transaction",
-    }
-)
+# Why a session is not reading its input now; the transport reads while none is set.
+_TURN = 1  # this loop turn's share of frames is spent: the rest waits for the next turn
+_RATE = 2  # over the rate limit (throttle policy): until the bucket refills
+_FLOW = 4  # publishes the bus has not taken are over the session's share, or the bus is congested
 
 
 # Shared by every session past CONNECT; never written to.
@@ -144,7 +166,22 @@ class Session:
         self._query = query or {}
         self.subscriptions: dict[str, Subscription] = {}
         self._unacked: dict[str, Subscription] = {}
-        self._transactions: dict[str, list[Frame]] = {}
+        # Open transactions: their frames, each with its size on the wire.
+        self._transactions: dict[str, list[tuple[Frame, int]]] = {}
+        self._transaction_bytes = 0  # frames held by all open transactions
+        self._frame_size = 0  # bytes of the frame being handled
+        # Input: the reasons (bits) it is paused, and the rate-limit buckets.
+        self._paused = 0
+        self._rate_timer: TimerHandle | None = None
+        now = scheduler.time()
+        self._frame_tokens = limits.frames_per_s * limits.burst_s
+        self._byte_tokens = limits.bytes_per_s * limits.burst_s
+        self._bucket_time = now
+        # Bytes of this session's publishes the bus has not taken yet (see settle).
+        self.inflight = 0
+        # MESSAGE bodies go out as sent, unless this peer may be stompjs 2.x (see _on_connect).
+        self._nul_safe = False
+        self._plain_tails = not text_only
         self._mid_prefix = (self.id + "-").encode()
         self._next_mid = 1
         self._receipt_of: str | None = None  # receipt of the frame being handled
@@ -169,16 +206,50 @@ class Session:
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the transport, in order; any chunking."""
+        """Bytes from the transport, in order; any chunking.
+
+        Frames are handled at once, up to ``frames_per_turn`` of them; past that,
+        or while the session is paused (rate limit, flow control), they wait in
+        the parser and the transport is asked to stop reading (``pause_reading``)
+        until the session can take more. One connection therefore never holds the
+        loop for more than a bounded batch of frames, and what waits is at most
+        what the transport had already read.
+        """
         if self.closed:
             return
         if self._recv_timer is not None:
             self._last_read = self.scheduler.time()
+        self.parser.feed(data)
+        self._pump()
+
+    @property
+    def reading(self) -> bool:
+        """Whether the session takes input now (the transport reads only then)."""
+        return not (self._paused or self.closed)
+
+    def _pump(self) -> None:
+        """Handle the frames waiting in the parser while this turn's budget lasts."""
+        if self._paused or self.closed:
+            return
         parser = self.parser
+        budget = self.limits.frames_per_turn
         try:
-            parser.feed(data)
-            while not (self.closed or self._disconnecting) and (frame := parser.next_frame()) is not None:
+            while not (self.closed or self._disconnecting):
+                before = parser.consumed
+                frame = parser.next_frame()
+                if frame is None:
+                    return
+                self._frame_size = parser.consumed - before
+                if self.connected and not self._charge(self._frame_size):
+                    return
                 self._handle(frame)
+                budget -= 1
+                if self._paused:
+                    return
+                if budget <= 0 and parser.buffered:
+                    self._pause(_TURN)
+                    self.scheduler.call_soon(lambda: self._unpause(_TURN))
+                    return
         except ProtocolError as exc:
             self.fail(exc.message)
         except StompSessionError as exc:
@@ -186,6 +257,85 @@ class Session:
         except Exception:
             log.exception("session %s: internal error", self.id)
             self.fail("internal server error", code=CLOSE_INTERNAL)
+
+    def _pause(self, reason: int) -> None:
+        paused = self._paused
+        self._paused = paused | reason
+        if not paused and not self.closed:
+            self.out.pause_reading()
+
+    def _unpause(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if self._paused or self.closed:
+            return
+        self._pump()  # what the transport had read already goes first
+        if not (self._paused or self.closed):
+            self.out.resume_reading()
+
+    def _charge(self, size: int) -> bool:
+        """Take one frame of ``size`` bytes from the rate-limit buckets; False if the session stops here.
+
+        Token buckets that may go into debt: a frame is never held back once
+        parsed; when a bucket is empty the session pauses until it has refilled
+        (policy ``throttle``), or is closed (policy ``close``).
+        """
+        limits = self.limits
+        if not (limits.frames_per_s or limits.bytes_per_s):
+            return True
+        now = self.scheduler.time()
+        elapsed = now - self._bucket_time
+        self._bucket_time = now
+        wait = 0.0
+        if limits.frames_per_s:
+            tokens = min(self._frame_tokens + elapsed * limits.frames_per_s, limits.frames_per_s * limits.burst_s) - 1
+            self._frame_tokens = tokens
+            if tokens < 0:
+                wait = -tokens / limits.frames_per_s
+        if limits.bytes_per_s:
+            tokens = min(self._byte_tokens + elapsed * limits.bytes_per_s, limits.bytes_per_s * limits.burst_s) - size
+            self._byte_tokens = tokens
+            if tokens < 0:
+                wait = max(wait, -tokens / limits.bytes_per_s)
+        if wait <= 0:
+            return True
+        if limits.rate_policy == "close":
+            self.fail(
+                f"rate limit exceeded: at most {limits.frames_per_s:g} frames and "
+                f"{limits.bytes_per_s:g} bytes per second",
+                code=CLOSE_POLICY,
+            )
+            return False
+        # This frame is handled; the next ones wait until the buckets are out of debt.
+        self._pause(_RATE)
+        self._rate_timer = self.scheduler.call_later(wait, self._rate_refilled)
+        return True
+
+    def _rate_refilled(self) -> None:
+        self._rate_timer = None
+        self._unpause(_RATE)
+
+    # ------------------------------------------------------------ flow control
+
+    def settle(self, size: int) -> None:
+        """The bus took (or refused) ``size`` bytes this session published."""
+        self.inflight -= size
+        if self._paused & _FLOW and not self.broker.flow_blocked(self):
+            self._unpause(_FLOW)
+
+    @property
+    def flow_paused(self) -> bool:
+        return bool(self._paused & _FLOW) and not self.closed
+
+    def resume_flow(self) -> None:
+        """The broker says the bus has room again."""
+        if not self.broker.flow_blocked(self):
+            self._unpause(_FLOW)
+
+    def memory(self) -> int:
+        """Bytes this session holds: unread input, open transactions, unsent output, unsent publishes."""
+        return self.parser.buffered + self._transaction_bytes + self.out.buffered() + max(self.inflight, 0)
 
     def _handle(self, frame: Frame) -> None:
         self._receipt_of = frame.headers.get("receipt")
@@ -242,6 +392,11 @@ class Session:
         self.parser.version = version
         self.user = user
         self.connected = True
+        # stompjs 2.x (STOMP 1.0/1.1, in browsers) splits what it receives at every
+        # NUL, content-length or not: a NUL in a body would start a forged frame.
+        # Browser transports below 1.2 get NULs replaced; 1.2 clients and TCP get bodies as sent.
+        self._nul_safe = version != "1.2" and self.transport != "tcp"
+        self._plain_tails = not (self.text_only or self._nul_safe)
         self._cancel_timers()
         connected = {"version": version}
         if version != "1.0":  # heart-beats arrived with 1.1
@@ -282,6 +437,8 @@ class Session:
         """Close a client that sent nothing, not even a heart-beat, for ``wait_s``."""
         if self.closed:
             return
+        if self._paused:
+            self._last_read = self.scheduler.time()  # not reading it is not the client's silence
         silent = self.scheduler.time() - self._last_read
         if silent >= wait_s:
             self.fail(f"no data or heart-beat from the client for {wait_s:g} s", code=CLOSE_POLICY)
@@ -290,24 +447,52 @@ class Session:
 
     # ----------------------------------------------------------------- frames
 
-    def _on_send(self, frame: Frame) -> None:
+    def _destination(self, frame: Frame) -> str:
+        """The frame's destination, refused when it is too long or holds control characters."""
         destination = _required(frame, "destination")
+        problem = destination_problem(destination, self.limits.max_destination_length)
+        if problem is not None:
+            raise StompSessionError(problem)
+        return destination
+
+    def _send_target(self, frame: Frame) -> Target:
         try:
-            target = self.broker.rules.send_target(destination)
+            target = self.broker.rules.send_target(self._destination(frame))
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
-        headers = {k: v for k, v in frame.headers.items() if k not in _CONTROLLED}
+        if target.user is not None:  # decoded from %-escapes: checked again
+            problem = user_name_problem(target.user)
+            if problem is not None:
+                raise StompSessionError(f"user destination: {problem}")
+        return target
+
+    def _on_send(self, frame: Frame) -> None:
+        target = self._send_target(frame)
+        headers = {}
+        for name, value in frame.headers.items():
+            # Headers the broker writes are dropped, however they are spelled.
+            if name in RESERVED_HEADERS or is_reserved(name):
+                continue
+            problem = header_problem(name, value)
+            if problem is not None:
+                raise StompSessionError(problem)
+            headers[name] = value
         message = self.broker.message(target.destination, headers, frame.body, target.user)
+        message.size = self._frame_size
         receipt = frame.headers.get("receipt") if "transaction" not in frame.headers else None
+        self.inflight += message.size
         if receipt is None and not self._committing:
-            self.broker.publish(message)
-            return
-        slot = _ReceiptSlot(receipt, False)
-        self._wait_receipt(slot)
-        self.broker.publish(message, lambda error: self._confirmed(slot, error))
+            self.broker.publish(message, None, self)
+        else:
+            slot = _ReceiptSlot(receipt, False)
+            self._wait_receipt(slot)
+            self.broker.publish(message, lambda error: self._confirmed(slot, error), self)
+        if not self.closed and self.broker.flow_blocked(self):
+            self._pause(_FLOW)
+            self.broker.wait_for_room(self)
 
     def _on_subscribe(self, frame: Frame) -> None:
-        destination = _required(frame, "destination")
+        destination = self._destination(frame)
         sub_id = frame.headers.get("id")
         if sub_id is None:
             if self.version != "1.0":
@@ -333,6 +518,11 @@ class Session:
                     f"cannot subscribe to {destination!r}: user destinations take no wildcards"
                 )
             user = self.user
+        elif has_wildcard(target.destination):
+            problem = pattern_problem(target.destination, self.broker.settings.path_separator)
+            problem = problem or self.broker.pattern_refusal(self, target.destination)
+            if problem is not None:
+                raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}")
         head = (
             b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
         )
@@ -415,9 +605,10 @@ class Session:
         # unless applying one closes the session (e.g. max_unacked).
         self._committing = True  # the COMMIT's RECEIPT waits for its SENDs
         try:
-            for buffered in self._pop_transaction(frame):
+            for buffered, size in self._pop_transaction(frame):
                 if self.closed:
                     return
+                self._frame_size = size
                 self._HANDLERS[buffered.command](self, buffered)
         finally:
             self._committing = False
@@ -425,11 +616,12 @@ class Session:
     def _on_abort(self, frame: Frame) -> None:
         self._pop_transaction(frame)
 
-    def _pop_transaction(self, frame: Frame) -> list[Frame]:
+    def _pop_transaction(self, frame: Frame) -> list[tuple[Frame, int]]:
         tx = _required(frame, "transaction")
         frames = self._transactions.pop(tx, None)
         if frames is None:
             raise StompSessionError(f"{frame.command} of unknown transaction {tx!r}")
+        self._transaction_bytes -= sum(size for _frame, size in frames)
         return frames
 
     def _buffer_in_transaction(self, tx: str, frame: Frame) -> None:
@@ -438,19 +630,26 @@ class Session:
             raise StompSessionError(f"{frame.command} in unknown transaction {tx!r}")
         if len(frames) >= self.limits.max_transaction_frames:
             raise StompSessionError(f"more than {self.limits.max_transaction_frames} frames in transaction {tx!r}")
+        size = self._frame_size
+        if self._transaction_bytes + size > self.limits.max_transaction_bytes:
+            raise StompSessionError(
+                f"open transactions would hold more than {self.limits.max_transaction_bytes} bytes"
+            )
         # Validate now, so a bad frame fails on arrival and COMMIT is all-or-nothing.
         if frame.command == "SEND":
-            try:
-                self.broker.rules.send_target(_required(frame, "destination"))
-            except DestinationError as exc:
-                raise StompSessionError(str(exc)) from None
+            self._send_target(frame)
+            for name, value in frame.headers.items():
+                problem = header_problem(name, value)
+                if problem is not None:
+                    raise StompSessionError(problem)
         else:
             if frame.command == "NACK" and self.version == "1.0":
                 raise StompSessionError("NACK is not part of STOMP 1.0")
             mid = _required(frame, "id" if self.version == "1.2" else "message-id")
             if mid not in self._unacked:
                 self._check_issued(mid, frame.command)
-        frames.append(frame)
+        frames.append((frame, size))
+        self._transaction_bytes += size
 
     def _on_disconnect(self, frame: Frame) -> None:
         # After every earlier RECEIPT; nothing after DISCONNECT is read.
@@ -517,12 +716,11 @@ class Session:
         n = self._next_mid
         self._next_mid = n + 1
         mid = self._mid_prefix + b"%d" % n
-        binary = message.binary
-        if binary and self.text_only:
-            tail = message.text_tail(self.version)
-            binary = False
-        else:
+        if self._plain_tails:
+            binary = message.binary
             tail = message.tail(self.version)
+        else:
+            tail, binary = message.tail_for(self.version, self.text_only, self._nul_safe)
         if sub.ack == "auto":
             data = b"".join((sub.head, mid, b"\n", tail))
         else:
@@ -586,6 +784,7 @@ class Session:
     def _cleanup(self) -> None:
         self._cancel_timers()
         self._transactions.clear()  # open transactions abort
+        self._transaction_bytes = 0
         for sub in self.subscriptions.values():
             self.broker.unsubscribe(sub)
         self.subscriptions.clear()
@@ -593,10 +792,10 @@ class Session:
         self.broker.detach(self)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._connect_timer, self._send_timer, self._recv_timer):
+        for timer in (self._connect_timer, self._send_timer, self._recv_timer, self._rate_timer):
             if timer is not None:
                 timer.cancel()
-        self._connect_timer = self._send_timer = self._recv_timer = None
+        self._connect_timer = self._send_timer = self._recv_timer = self._rate_timer = None
 
 
 class _ReceiptSlot:

@@ -23,7 +23,9 @@ class BusStats:
     ignored: int = 0  # of those, ones with nothing to do here (own echo, no subscriber)
     stored: int = 0  # user messages kept for a user with no subscriber anywhere
     replayed: int = 0  # stored messages handed back at a subscription or a pull
-    dropped: int = 0  # messages refused while the bus was unavailable and its outbox full
+    dropped: int = 0  # messages refused because the outbox was full (Redis away or too slow)
+    refused: int = 0  # messages Redis refused one by one (out of memory, a limit); the rest went on
+    store_dropped: int = 0  # older stored messages pushed out by the per-(user, destination) cap
 
 
 @dataclass(slots=True)

@@ -2,7 +2,10 @@
 
 Everything about one user lives under the hash tag ``{user}``, so on a Redis
 Cluster a user's channels and stored messages share a slot and one script can
-publish-or-store atomically.
+publish-or-store atomically. The user name inside the tag is escaped (``%``,
+``{`` and ``}`` as ``%25``, ``%7B``, ``%7D``): a name with a brace would
+otherwise end or empty the tag, putting a user's channel and store in
+different slots (and EVALSHA then fails on every try).
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ return items
 """
 
 
+def tag(user: str) -> str:
+    """A user name as it sits inside a hash tag: no brace can end the tag early or empty it."""
+    if "%" in user or "{" in user or "}" in user:
+        return user.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return user
+
+
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -47,10 +57,10 @@ class Keys:
 
     def user_channel(self, user: str, destination: str) -> str:
         """Shard channel of one user's destination (data in directed mode, marker in broadcast)."""
-        return f"{self.prefix}:{{{user}}}:d:{destination}"
+        return f"{self.prefix}:{{{tag(user)}}}:d:{destination}"
 
     def store(self, user: str, destination: str) -> str:
-        return f"{self.prefix}:{{{user}}}:o:{destination}"
+        return f"{self.prefix}:{{{tag(user)}}}:o:{destination}"
 
     def user_broadcast(self, user: str) -> str:
         return f"{self.prefix}:ub:{user}"

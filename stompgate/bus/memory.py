@@ -6,7 +6,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from ..broker.broker import Done
+from ..broker.broker import Done, Sender
 from ..broker.message import Message
 from .base import BusStats, OfflineLimits
 
@@ -15,6 +15,7 @@ class MemoryBus:
     """Offline store and user registry for a single node."""
 
     healthy = True
+    congested = False  # nothing waits: a publish is done when publish() returns
 
     def status(self) -> dict[str, str]:
         return {"bus": "memory"}
@@ -28,11 +29,13 @@ class MemoryBus:
         self._store: dict[tuple[str, str], tuple[float, deque[Message]]] = {}
         self._online: set[str] = set()
 
-    def publish(self, message: Message, delivered_here: int, done: Done | None) -> None:
+    def publish(self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None) -> None:
         if message.user is not None and delivered_here == 0:
             self._keep(message)
         if done is not None:
             done(None)
+        if sender is not None:
+            sender.settle(message.size)
 
     def _keep(self, message: Message) -> None:
         assert message.user is not None

@@ -17,19 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from ..broker.broker import Done
+from ..broker.broker import Done, Sender
 from ..broker.message import Message
 from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
 from .keys import PUBLISH_USER, TAKE_STORED, Keys
+from .outbox import Entry, Kind, Outbox
 from .resp import Address, ReplyError, RespConnection, RespConnectionError, pack
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class RedisBus:
         self._take_slots = asyncio.Semaphore(_TAKE_CONCURRENCY)
         self._conn: RespConnection | None = None  # the outbox's connection (standalone Redis)
         self._probe_channel = self.keys.probe(node_id).encode()
-        self._outbox: deque[tuple[str, tuple[Any, ...], Done | None]] = deque()
+        self._outbox = Outbox(config.outbox_limit, config.outbox_max_bytes, config.outbox_stall_s, broker.room)
         self._wake = asyncio.Event()
         # The main listener takes topics, the probe and (broadcast) the user pattern;
         # on a Redis Cluster each shard also gets a listener for its shard channels.
@@ -172,13 +172,25 @@ class RedisBus:
 
     @property
     def healthy(self) -> bool:
-        return self._commands_ok and self._reader_ok
+        """Redis takes commands, every pub/sub connection is up, and the outbox drains."""
+        return self._commands_ok and self._reader_ok and not self._outbox.stalled()
+
+    @property
+    def congested(self) -> bool:
+        return self._outbox.congested
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"redis": "up" if self.healthy else "down", "outbox": len(self._outbox)}
+        outbox = self._outbox
+        out: dict[str, Any] = {
+            "redis": "up" if self._commands_ok and self._reader_ok else "down",
+            "outbox": len(outbox),
+            "outbox_bytes": outbox.bytes,
+        }
+        if outbox.stalled():
+            out["outbox_stalled_s"] = round(outbox.oldest_age(), 1)
         if not self.healthy:
             out["since"] = self._down_since
-            out["error"] = self._last_error
+            out["error"] = self._last_error if not (self._commands_ok and self._reader_ok) else "the outbox is not draining"
         return out
 
     def _failed(self, where: str, exc: BaseException) -> None:
@@ -199,24 +211,26 @@ class RedisBus:
 
     # ------------------------------------------------------------ bus calls
 
-    def publish(self, message: Message, delivered_here: int, done: Done | None) -> None:
+    def publish(self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None) -> None:
         payload = encode(message, self.node_id)
         if message.user is None:
-            self._enqueue("topic", (payload,), done)
+            entry = Entry(Kind.TOPIC, (payload,), done, sender, message.size)
         else:
-            self._enqueue("user", (message.user, message.destination, payload), done)
-
-    def _enqueue(self, kind: str, args: tuple[Any, ...], done: Done | None) -> None:
-        if len(self._outbox) >= self.config.outbox_limit:
+            entry = Entry(Kind.USER, (message.user, message.destination, payload), done, sender, message.size)
+        if not self._outbox.put(entry):
             self.stats.dropped += 1
-            if done is not None:
-                done("the cluster bus is unavailable and its outbox is full")
+            entry.finish(
+                f"the cluster bus's outbox is full ({len(self._outbox)} messages, {self._outbox.bytes} bytes): "
+                + ("redis is unreachable" if not self._commands_ok else "redis does not keep up")
+            )
             return
-        self._outbox.append((kind, args, done))
         self._wake.set()
 
     def user_sessions(self, user: str, count: int) -> None:
-        self._enqueue("sessions", (user, count), None)
+        if self._outbox.put(Entry(Kind.SESSIONS, (user, count))):
+            self._wake.set()
+        else:
+            self._resync = True  # the whole registry is written again once the outbox drains
 
     def user_subscribed(self, user: str, destination: str, replay: Callable[[list[Message]], None]) -> None:
         asyncio.get_running_loop().create_task(self._subscribe_then_take(user, destination, replay))
@@ -335,11 +349,12 @@ class RedisBus:
 
     async def _writer(self) -> None:
         backoff = 0.1
+        outbox = self._outbox
         while True:
-            if not self._outbox:
+            if not outbox:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = [self._outbox[i] for i in range(min(_BATCH, len(self._outbox)))]
+            batch = outbox.peek(_BATCH)
             try:
                 if not self._scripts_loaded:
                     await self._load_scripts()
@@ -356,67 +371,119 @@ class RedisBus:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            again = self._settle(outbox.pop(len(batch)), results)
+            if again is not None:  # Redis is not ready for some of it: reload scripts, wait a little
+                self._scripts_loaded = False
+                if not again.startswith("NOSCRIPT") or backoff > 0.1:
+                    self._failed("publish", RespConnectionError(again))
+                    self._commands_ok = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
             backoff = 0.1
             if not self._commands_ok:
                 self._commands_ok = True
                 self._recovered()
-            for _ in batch:
-                self._outbox.popleft()
-            for (kind, _args, done), result in zip(batch, results):
-                if kind in ("topic", "user"):
-                    self.stats.published += 1  # counted once sent: a retried batch counts once
-                if kind == "user" and result == 0:
-                    self.stats.stored += 1
-                if done is not None:
-                    done(None)
 
-    async def _send(self, batch: list[tuple[str, tuple[Any, ...], Done | None]]) -> list[Any]:
-        """Send the batch in one go; returns each entry's result (for user messages:
-        how many nodes got it live, 0 meaning stored)."""
-        commands, positions = self._commands(batch)
-        if self._cluster:  # redis-py routes each command to its slot's owner
+    def _settle(self, entries: list[Entry], results: list[Any]) -> str | None:
+        """Finish each sent entry; put the ones to send again back in front, in order,
+        and return why (None when there are none)."""
+        again: list[Entry] = []
+        why = None
+        for entry, result in zip(entries, results):
+            if isinstance(result, _Again):
+                again.append(entry)
+                why = why or result.error
+            elif isinstance(result, _Refused):
+                self.stats.refused += 1
+                self._outbox.refused(entry, result.error)
+            else:
+                if entry.kind is Kind.TOPIC or entry.kind is Kind.USER:
+                    self.stats.published += 1  # counted once sent: a retried batch counts once
+                if entry.kind is Kind.USER and result <= 0:
+                    self.stats.stored += 1
+                    if result < 0:
+                        self._store_dropped(entry, -result)
+                entry.finish(None)
+        if again:
+            self._outbox.requeue(again)
+        return why
+
+    def _store_dropped(self, entry: Entry, count: int) -> None:
+        """Storing this message pushed out ``count`` older ones of that (user, destination)."""
+        self.stats.store_dropped += count
+        self._outbox.note_dropped(entry.args[0], entry.args[1], count)
+
+    async def _send(self, batch: list[Entry]) -> list[Any]:
+        """Send the batch in one go; each entry's result: its last command's reply (for user
+        messages: how many nodes got it live, 0 stored, -n stored with n older ones dropped),
+        a :class:`_Refused` for what Redis refused (or what cannot be encoded), or an
+        :class:`_Again` for what it cannot take now.
+
+        Raises only for what concerns the connection, not one message.
+        """
+        # Packed here for the standalone connection; on a Cluster only to find what cannot
+        # be encoded (redis-py would fail the whole pipeline for it, again and again).
+        planned: list[list[tuple[Any, ...]] | _Refused] = []
+        data: list[bytes] = []
+        for entry in batch:
+            commands = self._commands(entry)
+            try:
+                packed = [pack(command) for command in commands]
+            except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate in a name
+                planned.append(_Refused(f"cannot encode: {exc}"))
+                continue
+            planned.append(commands)
+            data += packed
+        if not data:
+            replies: list[Any] = []
+        elif self._cluster:  # redis-py routes each command to its slot's owner
             pipe = self.redis.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            results = await pipe.execute()
+            for item in planned:
+                if not isinstance(item, _Refused):
+                    for command in item:
+                        pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
         else:
             conn = self._conn
             if conn is None or conn.closed.done():
                 conn = self._conn = await RespConnection.open(Address.from_url(self.config.redis.url))
-            data = b"".join([pack(command) for command in commands])
-            results = await asyncio.wait_for(conn.request(data, len(commands)), _COMMAND_TIMEOUT_S)
-            for result in results:
-                if isinstance(result, ReplyError):
-                    raise result
-        return [results[i] for i in positions]
+            replies = await asyncio.wait_for(conn.request(b"".join(data), len(data)), _COMMAND_TIMEOUT_S)
+        results: list[Any] = []
+        at = 0
+        for item in planned:
+            if isinstance(item, _Refused):
+                results.append(item)
+                continue
+            mine = replies[at : at + len(item)]
+            at += len(item)
+            results.append(_judge(mine))
+        return results
 
-    def _commands(self, batch: list[tuple[str, tuple[Any, ...], Done | None]]) -> tuple[list[tuple[Any, ...]], list[int]]:
-        """The Redis commands of a batch, and the index of each entry's last one."""
+    def _commands(self, entry: Entry) -> list[tuple[Any, ...]]:
+        """The Redis commands of one outbox entry (its result is its last one's)."""
         keys = self.keys
-        ttl_ms = int(self.limits.ttl_s * 1000)
+        args = entry.args
+        kind = entry.kind
+        if kind is Kind.TOPIC:
+            return [("SPUBLISH", keys.topics, args[0])]
+        if kind is Kind.USER:
+            user, destination, payload = args
+            bcast = "" if self.directed else keys.user_broadcast(user)
+            return [(  # EVALSHA: a cluster pipeline routes it by its keys
+                "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
+                payload, self.limits.max_messages, int(self.limits.ttl_s * 1000), bcast,
+            )]
         node_users = keys.node_users(self.node_id)
-        commands: list[tuple[Any, ...]] = []
-        positions = []
-        for kind, args, _done in batch:
-            if kind == "topic":
-                commands.append(("SPUBLISH", keys.topics, args[0]))
-            elif kind == "user":
-                user, destination, payload = args
-                bcast = "" if self.directed else keys.user_broadcast(user)
-                commands.append((  # EVALSHA: a cluster pipeline routes it by its keys
-                    "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
-                    payload, self.limits.max_messages, ttl_ms, bcast,
-                ))
-            elif kind == "sessions":
-                user, count = args
-                commands.append(("HSET", node_users, user, count) if count else ("HDEL", node_users, user))
-            else:  # resync: this node's users as the broker has them now
-                commands.append(("DEL", node_users))
-                counts = [(u, len(e.sessions)) for u, e in self.broker.users.items()]
-                if counts:
-                    commands.append(("HSET", node_users, *(x for pair in counts for x in pair)))
-            positions.append(len(commands) - 1)
-        return commands, positions
+        if kind is Kind.SESSIONS:
+            user, count = args
+            return [("HSET", node_users, user, count) if count else ("HDEL", node_users, user)]
+        # RESYNC: this node's users as the broker has them now
+        counts = [(u, len(e.sessions)) for u, e in self.broker.users.items()]
+        commands: list[tuple[Any, ...]] = [("DEL", node_users)]
+        if counts:
+            commands.append(("HSET", node_users, *(x for pair in counts for x in pair)))
+        return commands
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster), so pipelines can EVALSHA without a check."""
@@ -444,8 +511,10 @@ class RedisBus:
                     # this node's users again. Through the outbox, so that session
                     # changes queued before or after it apply in their order.
                     self._resync = False
-                    self._outbox.append(("resync", (), None))
-                    self._wake.set()
+                    if self._outbox.put(Entry(Kind.RESYNC, ())):
+                        self._wake.set()
+                    else:
+                        self._resync = True  # next heartbeat
                 if not self._commands_ok:
                     self._commands_ok = True
                     self._recovered()
@@ -634,6 +703,44 @@ class _Listener:
                 conn.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+class _Refused:
+    """Redis refused one entry (or it could not be encoded): it fails alone."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class _Again:
+    """An entry to send again: Redis cannot take it *now* (a script not loaded, a
+    cluster resharding or still starting), which says nothing about the message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+# Error replies that describe Redis's state, not the command: retried, never refused.
+_TRANSIENT = ("NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK")
+
+
+def _judge(replies: list[Any]) -> Any:
+    """One entry's result from its commands' replies, errors judged in place."""
+    for reply in replies:
+        if isinstance(reply, (ReplyError, ResponseError)):
+            text = str(reply)
+            if isinstance(reply, NoScriptError):
+                text = "NOSCRIPT " + text
+            if text.split(" ", 1)[0] in _TRANSIENT:
+                return _Again(text)
+            return _Refused(text)
+        if isinstance(reply, Exception):  # a connection error on a Cluster pipeline: raised for the whole batch
+            raise reply
+    return replies[-1]
 
 
 def _no_retry() -> Retry:

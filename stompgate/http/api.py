@@ -20,16 +20,13 @@ from aiohttp import web
 from ..broker.auth import AuthError, Credentials
 from ..broker.destinations import DestinationError
 from ..broker.message import Message
+from ..broker.names import destination_problem, header_problem, is_reserved, shown, user_name_problem
 from ..bus.base import BusUnavailable
 from ..convert import to_body
 
 if TYPE_CHECKING:
     from ..broker import Broker
-
-_RESERVED = frozenset(
-    {"destination", "message-id", "subscription", "content-length", "ack", "receipt", "transaction"}
-)
-
+    from ..broker.session import SessionLimits
 
 class BadRequest(Exception):
     pass
@@ -58,21 +55,30 @@ def _payload(data: dict[str, Any], headers: dict[str, str]) -> bytes:
     return to_body(data["payload"], headers)  # JSON has no bytes: text or a JSON value
 
 
-def _headers(data: dict[str, Any]) -> dict[str, str]:
+def _headers(data: dict[str, Any], limits: SessionLimits) -> dict[str, str]:
+    """The publisher's headers, under the rules and limits a SEND frame's headers have."""
     raw = data.get("headers", {})
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise BadRequest("'headers' must be an object of header names to string values")
+    if len(raw) > limits.max_headers:
+        raise BadRequest(f"'headers': more than {limits.max_headers} headers (stomp.max_headers)")
     out: dict[str, str] = {}
     for name, value in raw.items():
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise BadRequest(f"headers.{name}: must be a string or a number")
-        if name.lower() in _RESERVED:
-            raise BadRequest(f"headers.{name}: set by the broker, not by the publisher")
-        if not name or any(c in name for c in ":\r\n"):
-            raise BadRequest(f"headers.{name!r}: invalid header name")
-        out[name] = str(value)
+            raise BadRequest(f"headers.{shown(name)}: must be a string or a number")
+        value = str(value)
+        if is_reserved(name):
+            raise BadRequest(f"headers.{shown(name)}: set by the broker, not by the publisher")
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise BadRequest(f"headers: {problem}")
+        if len(name) + 1 + len(value) > limits.max_header_length:
+            raise BadRequest(
+                f"headers.{shown(name)}: longer than {limits.max_header_length} characters (stomp.max_header_length)"
+            )
+        out[name] = value
     return out
 
 
@@ -81,6 +87,22 @@ def _string(data: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadRequest(f"'{key}' is required and must be a non-empty string")
     return value
+
+
+def _user(data: dict[str, Any]) -> str:
+    user = _string(data, "user")
+    problem = user_name_problem(user)
+    if problem is not None:
+        raise BadRequest(f"'user': {problem}")
+    return user
+
+
+def _destination(data: dict[str, Any], limits: SessionLimits) -> str:
+    destination = _string(data, "destination")
+    problem = destination_problem(destination, limits.max_destination_length)
+    if problem is not None:
+        raise BadRequest(f"'destination': {problem}")
+    return destination
 
 
 def _message_json(message: Message) -> dict[str, Any]:
@@ -152,12 +174,13 @@ class PublishApi:
             return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
         try:
             data = await self._json(request)
-            destination = _string(data, "destination")
-            headers = _headers(data)
+            limits = self.broker.limits
+            destination = _destination(data, limits)
+            headers = _headers(data, limits)
             body = _payload(data, headers)
             rules = self.broker.rules
             if user_route:
-                user = _string(data, "user")
+                user = _user(data)
                 if destination.startswith(rules.user_prefix):  # "/user/queue/x" accepted too
                     destination = destination[len(rules.user_root) :]
                 if not rules.is_broker(destination):
@@ -171,6 +194,8 @@ class PublishApi:
                 except DestinationError as exc:
                     raise BadRequest(str(exc)) from None
                 destination, user = target.destination, target.user
+                if user is not None and (problem := user_name_problem(user)) is not None:
+                    raise BadRequest(f"user destination: {problem}")
         except BadRequest as exc:
             return _error(400, str(exc))
         if len(body) > self.broker.limits.max_frame_size:
@@ -194,14 +219,14 @@ class PublishApi:
         """
         try:
             data = await self._json(request)
-            destination = _string(data, "destination")
+            destination = _destination(data, self.broker.limits)
             rules = self.broker.rules
             if destination.startswith(rules.user_prefix):
                 destination = destination[len(rules.user_root) :]
             if not rules.is_broker(destination):
                 raise BadRequest(f"destination {destination!r} must start with a broker prefix")
             if self._authorized(request):
-                user = _string(data, "user")
+                user = _user(data)
             else:
                 user = self._user_of(request)
         except BadRequest as exc:

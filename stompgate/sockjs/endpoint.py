@@ -195,7 +195,7 @@ class WebSocketReceiver:
 class RawSession:
     """The raw ``/websocket`` entry point: no framing, one WebSocket message per message."""
 
-    __slots__ = ("id", "info", "state", "handler", "_ws", "_transport", "close_code", "close_reason")
+    __slots__ = ("id", "info", "state", "handler", "_ws", "_transport", "close_code", "close_reason", "_input")
 
     def __init__(self, info: RequestInfo, ws: web.WebSocketResponse, transport: object) -> None:
         self.id = "raw"
@@ -206,6 +206,8 @@ class RawSession:
         self._transport = transport
         self.close_code = 1000
         self.close_reason = ""
+        self._input = asyncio.Event()
+        self._input.set()
 
     def send(self, text: str) -> None:
         if self.state is State.OPEN and not self._transport.is_closing():  # type: ignore[attr-defined]
@@ -218,10 +220,17 @@ class RawSession:
         # Application codes outside what a WebSocket close frame may carry become 1000.
         self.close_code = code if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012) or 3000 <= code < 5000 else 1000
         self.close_reason = reason
+        self._input.set()
         wake(self._ws)
 
     def disable_heartbeat(self) -> None:
         pass
+
+    def pause_reading(self) -> None:
+        self._input.clear()
+
+    def resume_reading(self) -> None:
+        self._input.set()
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()  # type: ignore[attr-defined]
@@ -511,9 +520,13 @@ class SockJSEndpoint:
         except PayloadError as exc:
             return _plain(500, str(exc))
         for message in messages:
+            await session.input_ready()  # the application may be over a limit: wait, in order
             if session.state is not State.OPEN:
                 break
             session.on_message(message)
+        # Answer once the application has caught up: the client sends its next
+        # batch only after this answer, so a busy session slows its sender.
+        await session.input_ready()
         return None
 
     async def _body(self, request: web.Request) -> bytes:
@@ -568,6 +581,7 @@ class SockJSEndpoint:
         try:
             session.attach(receiver)
             while not receiver.ended:
+                await session.input_ready()
                 msg = await ws.receive()
                 if msg.type is WSMsgType.TEXT:
                     if not msg.data:
@@ -604,6 +618,9 @@ class SockJSEndpoint:
         try:
             raw.handler = self.factory(Connection(raw))  # type: ignore[arg-type]
             while raw.state is State.OPEN:
+                if not raw._input.is_set():
+                    await raw._input.wait()
+                    continue
                 msg = await ws.receive()
                 if msg.type is WSMsgType.TEXT:
                     raw.handler.on_message(msg.data)

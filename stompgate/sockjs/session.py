@@ -90,6 +90,7 @@ class Session:
         "_flush_handle",
         "_close_frame",
         "_on_gone",
+        "_input",
     )
 
     def __init__(
@@ -121,6 +122,9 @@ class Session:
         self._flush_handle: asyncio.Handle | None = None
         self._close_frame = ""
         self._on_gone = on_gone
+        # Set while the application takes messages; senders wait on it (flow control).
+        self._input = asyncio.Event()
+        self._input.set()
 
     # ------------------------------------------------------------ receivers
 
@@ -230,6 +234,7 @@ class Session:
             return
         opened = self.state is State.OPEN
         self.state = State.CLOSED
+        self._input.set()  # nobody waits on a closed session
         self._close_frame = close_frame(code, reason)
         if self._hb_timer is not None:
             self._hb_timer.cancel()
@@ -245,6 +250,19 @@ class Session:
         handler = self.handler
         if self.state is State.OPEN and handler is not None:
             handler.on_message(text)
+
+    # ---------------------------------------------------------- flow control
+
+    def pause_reading(self) -> None:
+        self._input.clear()
+
+    def resume_reading(self) -> None:
+        self._input.set()
+
+    async def input_ready(self) -> None:
+        """Wait while the application takes no input; a closed session never waits."""
+        if not self._input.is_set() and self.state is State.OPEN:
+            await self._input.wait()
 
     # --------------------------------------------------------------- timers
 
@@ -333,3 +351,10 @@ class Connection:
     def buffered(self) -> int:
         """Outgoing data not yet handed to the kernel: a measure of how slow the client reads."""
         return self._session.buffered()
+
+    def pause_reading(self) -> None:
+        """Hold further client messages (the application is busy, or over a limit)."""
+        self._session.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._session.resume_reading()

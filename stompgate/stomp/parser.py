@@ -46,7 +46,9 @@ class FrameParser:
         "_body_start",
         "_length",
         "_scanned",
+        "_head_scanned",
         "_failed",
+        "consumed",
     )
 
     def __init__(
@@ -70,7 +72,13 @@ class FrameParser:
         self._body_start = 0
         self._length: int | None = None
         self._scanned = 0
+        # How far a search for the end of an incomplete header block has looked:
+        # the next search starts there, so a header block fed a byte at a time
+        # is scanned once, not once per byte.
+        self._head_scanned = 0
         self._failed: ProtocolError | None = None
+        # Bytes of complete frames returned so far (heart-beat EOLs included).
+        self.consumed = 0
 
     @property
     def buffered(self) -> int:
@@ -87,6 +95,7 @@ class FrameParser:
             self._buf = data
             self._pos = 0
             self._scanned = 0
+            self._head_scanned = 0
             return
         if not isinstance(self._buf, bytearray):
             self._buf = bytearray(self._buf)
@@ -98,6 +107,7 @@ class FrameParser:
         pos = self._pos
         del self._buf[:pos]  # type: ignore[union-attr]
         self._pos = 0
+        self._head_scanned = max(self._head_scanned - pos, 0)
         if self._head is not None:
             self._body_start -= pos
             self._scanned = max(self._scanned - pos, 0)
@@ -126,6 +136,7 @@ class FrameParser:
             end = len(buf)
             while pos < end and buf[pos] in _EOL:  # heart-beats and 1.2 trailing EOLs
                 pos += 1
+            self.consumed += pos - self._pos
             self._pos = pos
             if pos >= end:
                 return None
@@ -134,9 +145,13 @@ class FrameParser:
         return self._parse_body(buf)
 
     def _parse_head(self, buf: bytes | bytearray, pos: int) -> bool:
-        nn = buf.find(b"\n\n", pos)
-        nrn = buf.find(b"\n\r\n", pos)
-        if nn < 0 or (0 <= nrn < nn):
+        # Every search is bounded: where an earlier call stopped, and no further
+        # than this frame's own header block. An unbounded search for "\n\r\n"
+        # read the whole buffer once per frame: quadratic for packed frames.
+        start = max(pos, self._head_scanned - 2)
+        nn = buf.find(b"\n\n", start)
+        nrn = buf.find(b"\n\r\n", start, nn + 2 if nn >= 0 else len(buf))
+        if nrn >= 0:
             nn = nrn
             sep = 3
         else:
@@ -145,15 +160,20 @@ class FrameParser:
             pending = len(buf) - pos
             if pending > self.max_frame_size:
                 raise FrameTooLarge(f"frame larger than {self.max_frame_size} bytes")
-            line_end = buf.find(b"\n", pos)
-            if line_end < 0 and pending > self.max_header_length:
+            if pending > self.max_header_length and buf.find(b"\n", pos, pos + self.max_header_length + 1) < 0:
                 raise HeaderTooLong(f"command line longer than {self.max_header_length} bytes")
+            self._head_scanned = len(buf)
             return False
+        self._head_scanned = 0
         head_end = nn + 1  # keep the newline that ends the last line
         try:
             text = bytes(buf[pos:head_end]).decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedFrame("frame headers are not valid UTF-8") from None
+        if "\0" in text:
+            # stompjs 2.x splits what it receives at every NUL: a NUL in a header
+            # value would end the frame there and start a forged one.
+            raise MalformedFrame("NUL character in the frame's headers")
         lines = text.split("\n")
         lines.pop()  # empty string after the final newline
         command = lines[0].rstrip("\r")
@@ -230,6 +250,7 @@ class FrameParser:
         if end > start:
             frame.body = bytes(buf[start:end])
         self._head = None
+        self.consumed += end + 1 - self._pos
         self._pos = end + 1
         if self._pos >= len(buf):
             self._buf = b""

@@ -14,8 +14,9 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from ..broker.session import CLOSE_POLICY, Session
+from ..broker.session import Session
 from ..sockjs import Connection, SockJSEndpoint, SockJSOptions
+from . import slow_consumer
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -35,19 +36,23 @@ class SockJSOutbound:
 
     def send(self, data: bytes, binary: bool) -> None:
         conn = self._conn
+        unsent = conn.buffered()
+        if unsent > self._limit and self.session is not None:
+            slow_consumer(self.session, unsent, self._limit)
+            return
         conn.send(data.decode("utf-8", "replace"))
-        if conn.buffered() > self._limit and self.session is not None:
-            log.warning(
-                "session %s (%s): slow consumer over SockJS %s, %d bytes unsent; closing",
-                self.session.id,
-                self.session.user or "-",
-                conn.transport,
-                conn.buffered(),
-            )
-            self.session.close(CLOSE_POLICY, "slow consumer: too much unsent data")
 
     def close(self, code: int, reason: str) -> None:
         self._conn.close(code, reason)
+
+    def pause_reading(self) -> None:
+        self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._conn.resume_reading()
+
+    def buffered(self) -> int:
+        return self._conn.buffered()
 
     def heartbeats(self, send_ms: int, receive_ms: int) -> None:
         if send_ms > 0:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ..broker.session import CLOSE_POLICY, Session
+from ..broker.session import Session
+from . import slow_consumer
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -51,14 +52,26 @@ class StompTcpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        unsent = transport.get_write_buffer_size()
+        if unsent > self._limit and self.session is not None:
+            slow_consumer(self.session, unsent, self._limit)
+            return
         transport.write(data)
-        if transport.get_write_buffer_size() > self._limit and self.session is not None:
-            log.warning("session %s: slow consumer; closing", self.session.id)
-            self.session.close(CLOSE_POLICY, "slow consumer")
 
     def close(self, code: int, reason: str) -> None:
         if self._transport is not None:
             self._transport.close()  # flushes what is buffered, then closes
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
 
 
 async def start_tcp_server(

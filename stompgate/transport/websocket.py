@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from ..broker.session import CLOSE_POLICY, Session
+from ..broker.session import Session
 from ..wsio import WAKE, close_reason, frame_header, wake, write_message
+from . import slow_consumer
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -47,6 +48,7 @@ class WebSocketOutbound:
         "_pending",
         "_pending_size",
         "_flush_handle",
+        "_reading",
         "closing",
         "close_code",
         "close_reason",
@@ -62,6 +64,9 @@ class WebSocketOutbound:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_handle: asyncio.Handle | None = None
+        # Set while the session takes input; the handler reads the socket only then.
+        self._reading = asyncio.Event()
+        self._reading.set()
         self.closing = False
         self.close_code = 1000
         self.close_reason = ""
@@ -74,8 +79,8 @@ class WebSocketOutbound:
         n = len(data)
         if n > _BATCH:  # large: written now, after what is pending, without a copy
             self._flush()
-            write_message(self._transport, data, binary)
-            self._check_slow()
+            if not self.closing and not self._slow():
+                write_message(self._transport, data, binary)
             return
         self._pending.append(frame_header(n, binary) + data)
         self._pending_size += n
@@ -96,21 +101,21 @@ class WebSocketOutbound:
         pending.clear()
         self._pending_size = 0
         transport = self._transport
-        if transport.is_closing():
+        if transport.is_closing() or self._slow():
             return
         transport.write(data)
-        self._check_slow()
 
-    def _check_slow(self) -> None:
-        transport = self._transport
-        if transport.get_write_buffer_size() > self._limit and self.session is not None:
-            log.warning(
-                "session %s (%s): slow consumer, %d bytes unsent; closing",
-                self.session.id,
-                self.session.user or "-",
-                transport.get_write_buffer_size(),
-            )
-            self.session.close(CLOSE_POLICY, "slow consumer: too much unsent data")
+    def _slow(self) -> bool:
+        """Close the session if what it has not read yet is past the limit (before writing more).
+
+        Checked before each write, so a session holds at most the limit plus one
+        batch or one large frame, and any single frame can be written.
+        """
+        unsent = self._transport.get_write_buffer_size()
+        if unsent <= self._limit or self.session is None:
+            return False
+        slow_consumer(self.session, unsent, self._limit)
+        return True
 
     def close(self, code: int, reason: str) -> None:
         if self.closing:
@@ -119,7 +124,17 @@ class WebSocketOutbound:
         self.closing = True
         self.close_code = code
         self.close_reason = reason
+        self._reading.set()
         wake(self._ws)
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    def buffered(self) -> int:
+        return self._pending_size + self._transport.get_write_buffer_size()
 
     async def finish(self) -> None:
         """The closing handshake, from the handler task (a no-op if already closed)."""
@@ -161,8 +176,12 @@ def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: 
         out.session = session
         open_outbounds.add(out)
         receive = session.receive_data
+        reading = out._reading
         try:
             while not out.closing:
+                if not reading.is_set():  # flow control, rate limit, or a full turn: not read meanwhile
+                    await reading.wait()
+                    continue
                 msg = await ws.receive()
                 kind = msg.type
                 if kind is WSMsgType.TEXT:

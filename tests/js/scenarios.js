@@ -497,6 +497,35 @@ const scenarios = {
   },
 
   /**
+   * A hostile sender tries to forge frames inside other users' pages: a body
+   * with a NUL and a whole MESSAGE frame after it (stompjs 2.x splits what it
+   * receives at every NUL), and header names that differ from reserved ones by
+   * blanks or case (stompjs 2.x trims names and keeps the last value). Victims:
+   * stompjs 2.3.3 and @stomp/stompjs, each subscribed as subscription "sub-0";
+   * they report every message their library hands to the page.
+   */
+  async forgery({ url }, report) {
+    const destination = `/topic/forge.${TAG}`;
+    const legacy = await LegacyPeer.connect(url, `victim-l-${TAG}`);
+    const modern = await ModernPeer.connect(url, `victim-m-${TAG}`);
+    const legacyBox = await legacy.subscribe(destination, { id: 'sub-0' });
+    const modernBox = await modern.subscribe(destination, { id: 'sub-0' });
+    const raw = await RawStomp.open(url);
+    await raw.connect(`mallory-${TAG}`);
+    const forged = `MESSAGE\nsubscription:sub-0\nmessage-id:forged-id\ndestination:${destination}\n\nFORGED`;
+    const body = `hello\0${forged}`;
+    const length = Buffer.byteLength(body, 'utf8');
+    raw.write(`SEND\ndestination:${destination}\ncontent-length:${length}\n\n${body}\0`);
+    raw.send('SEND', { destination, 'message-id ': 'forged-id', ' subscription': 'sub-9', 'Destination': '/topic/elsewhere' }, 'second');
+    raw.send('SEND', { destination, receipt: 'r-end' }, 'third');
+    await until(() => raw.frames.some((f) => f.command === 'RECEIPT'), "mallory's last RECEIPT");
+    await until(() => legacyBox.length >= 3 && modernBox.length >= 3, 'three messages at each victim');
+    await sleep(200); // room for anything forged to show up
+    const seen = (box) => box.map((m) => ({ body: m.body, id: m.headers['message-id'], subscription: m.headers.subscription, destination: m.headers.destination }));
+    return { legacy: seen(legacyBox), modern: seen(modernBox), mallory: raw.outcome() };
+  },
+
+  /**
    * POST /api/send-to-user reaches every session of the user (one per library);
    * a wrong API key is refused and delivers nothing.
    */

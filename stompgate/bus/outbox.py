@@ -1,0 +1,142 @@
+"""The Redis bus's outbox: what this node has to tell Redis, in order, bounded.
+
+One writer drains it in pipelined batches (see :class:`~.redis_bus.RedisBus`).
+It is bounded in messages and in bytes; past 80 % of either it is *congested*:
+sessions that publish are not read until it is back under half (the broker's
+flow control), so a burst slows its senders instead of filling memory or
+making the outbox refuse other users' messages. It knows when it is not
+draining (its oldest entry has waited too long), for readiness.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import deque
+from typing import Any, Callable
+
+from ..broker.broker import Done, Sender
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 0.8
+LOW_WATER = 0.5
+# A refusal of each kind is logged in full once per interval, then counted.
+_LOG_INTERVAL_S = 60.0
+
+
+class Kind(enum.Enum):
+    TOPIC = "topic"  # a broker-destination message (args: payload)
+    USER = "user"  # a user message (args: user, destination, payload)
+    SESSIONS = "sessions"  # this node's session count of a user (args: user, count)
+    RESYNC = "resync"  # this node's whole user registry, as the broker has it now
+
+
+class Entry:
+    """One thing to send, with who is waiting for it."""
+
+    __slots__ = ("kind", "args", "done", "sender", "size", "since")
+
+    def __init__(
+        self, kind: Kind, args: tuple[Any, ...], done: Done | None = None, sender: Sender | None = None, size: int = 0
+    ) -> None:
+        self.kind = kind
+        self.args = args
+        self.done = done
+        self.sender = sender
+        self.size = size
+        self.since = time.monotonic()
+
+    def finish(self, error: str | None) -> None:
+        """The entry left the outbox: sent (None) or refused (a reason)."""
+        if self.done is not None:
+            self.done(error)
+        if self.sender is not None:
+            self.sender.settle(self.size)
+
+
+class Outbox:
+    def __init__(self, limit: int, max_bytes: int, stall_s: float, on_room: Callable[[], None]) -> None:
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.stall_s = stall_s
+        self._on_room = on_room
+        self._entries: deque[Entry] = deque()
+        self.bytes = 0
+        self.congested = False
+        self._refusals: dict[str, tuple[float, int]] = {}  # kind of error -> (last logged, since then)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def full(self) -> bool:
+        return len(self._entries) >= self.limit or self.bytes >= self.max_bytes
+
+    def put(self, entry: Entry) -> bool:
+        """Queue ``entry``; False (and nothing queued) when the outbox is full."""
+        if self.full():
+            return False
+        self._entries.append(entry)
+        self.bytes += entry.size
+        if not self.congested and (
+            len(self._entries) >= self.limit * HIGH_WATER or self.bytes >= self.max_bytes * HIGH_WATER
+        ):
+            self.congested = True
+        return True
+
+    def peek(self, count: int) -> list[Entry]:
+        entries = self._entries
+        return [entries[i] for i in range(min(count, len(entries)))]
+
+    def pop(self, count: int) -> list[Entry]:
+        """Take the first ``count`` entries off (they were sent or refused)."""
+        taken = [self._entries.popleft() for _ in range(count)]
+        self.bytes -= sum(entry.size for entry in taken)
+        if self.congested and len(self._entries) <= self.limit * LOW_WATER and self.bytes <= self.max_bytes * LOW_WATER:
+            self.congested = False
+            self._on_room()
+        return taken
+
+    def requeue(self, entries: list[Entry]) -> None:
+        """Put entries taken off back in front, in their order (to be sent again)."""
+        self._entries.extendleft(reversed(entries))
+        self.bytes += sum(entry.size for entry in entries)
+
+    def note_dropped(self, user: str, destination: str, count: int) -> None:
+        """Older stored messages of a user were dropped at the store's cap: say so, once per interval and user."""
+        key = f"drop:{user}"
+        now = time.monotonic()
+        last, since = self._refusals.get(key, (0.0, 0))
+        if now - last >= _LOG_INTERVAL_S:
+            log.warning(
+                "offline store of user %r full at %s: %d older message(s) dropped%s",
+                user, destination, count + since, " (since the last report)" if since else "",
+            )
+            self._refusals[key] = (now, 0)
+        else:
+            self._refusals[key] = (last, since + count)
+
+    def stalled(self) -> bool:
+        """Not draining: the oldest entry has waited longer than ``stall_s``."""
+        return bool(self._entries) and time.monotonic() - self._entries[0].since > self.stall_s
+
+    def oldest_age(self) -> float:
+        return time.monotonic() - self._entries[0].since if self._entries else 0.0
+
+    def refused(self, entry: Entry, error: str) -> None:
+        """Redis refused this one entry: tell its sender, and say so once per kind of error and interval."""
+        kind = error.split(" ", 1)[0]
+        now = time.monotonic()
+        last, since = self._refusals.get(kind, (0.0, 0))
+        if now - last >= _LOG_INTERVAL_S:
+            more = f" ({since} more of this kind since the last report)" if since else ""
+            what = f"a {entry.kind.value} message" + (f" for {entry.args[0]!r}" if entry.kind is Kind.USER else "")
+            log.warning("redis refused %s: %s%s; the rest of the outbox goes on", what, error, more)
+            self._refusals[kind] = (now, 0)
+        else:
+            self._refusals[kind] = (last, since + 1)
+        entry.finish(f"refused by redis: {error}")

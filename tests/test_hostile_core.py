@@ -1,0 +1,183 @@
+"""Hostile clients against a real node: CPU and forged frames (issue 11, classes 1, 2 and 7).
+
+Each attack is made by a logged-in user with ordinary frames while an innocent
+user and a health probe measure the node (tests/hostile.py); the verdict is a
+ratio to the same probe on the idle node. Before the fixes each of these froze
+the node for seconds to minutes (ratios in the thousands) or showed a forged
+frame in a victim's page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import websockets
+
+from stompgate.stomp import Frame, serialize
+
+from .clusterkit import api
+from .hostile import Probe, assert_unharmed, while_attacked
+from .jsrun import run_scenario
+from .nodes import NodeProcess
+from .stompclient import WsStomp
+
+pytestmark = pytest.mark.usefixtures("close_ws_clients")
+
+# The probes measure what the node does, not what a rate limit lets through.
+NO_RATE_LIMIT = {"stomp": {"rate_limit": {"frames_per_s": 0, "bytes_per_s": 0}}}
+
+
+async def measured(node: NodeProcess, attack: Any, samples: int = 20) -> tuple[Any, Any]:
+    probe = await Probe(node).start()
+    idle = await probe.measure()
+    attacked = await while_attacked(probe, attack, samples)
+    await probe.close()
+    return idle, attacked
+
+
+# ----------------------------------------------------------------- 1. wildcard matching
+
+
+async def test_a_backtracking_pattern_costs_nothing(node: NodeProcess) -> None:
+    """SUBSCRIBE /topic/*x*x...*xy, then SENDs to a long /topic/xxx...x: a regex tried every split."""
+    evil = await WsStomp.connect(node.ws_url, "evil")
+    await evil.subscribe("/topic/" + "*x" * 30 + "y", "e")
+
+    async def attack() -> None:
+        for i in range(20):
+            await evil.publish(f"/topic/{'x' * 900}{i}", b"", receipt=True)
+
+    idle, attacked = await measured(node, attack())
+    assert_unharmed(idle, attacked, what="backtracking pattern")
+    await evil.publish("/topic/xxxxy", b"hit")  # and the pattern still matches what it should
+    assert (await evil.recv()).body == b"hit"
+
+
+async def test_many_patterns_are_indexed_not_scanned(node_factory: Any) -> None:
+    """100 users x 100 distinct wildcard patterns, and a stream of SENDs to new destinations.
+
+    Scanning every pattern for each SEND cost ~40 ms of loop per message with
+    100,000 patterns; the trie visits only the branches a destination leads into.
+    """
+    node = node_factory(NO_RATE_LIMIT)
+    holders = []
+    for n in range(100):
+        holder = await WsStomp.connect(node.ws_url, f"holder{n}")
+        frames = b"".join(
+            serialize(Frame("SUBSCRIBE", {"id": str(i), "destination": f"/topic/s{n}/p{i}/*"}), "1.2")
+            for i in range(100)
+        )
+        await holder.send_raw(frames + serialize(Frame("SEND", {"destination": "/topic/x", "receipt": "r"}), "1.2"))
+        assert (await holder.recv(10)).command == "RECEIPT"
+        holders.append(holder)
+    sender = await WsStomp.connect(node.ws_url, "sender")
+
+    async def attack() -> None:
+        i = 0
+        while True:
+            batch = b"".join(
+                serialize(Frame("SEND", {"destination": f"/topic/s{i % 100}/fresh{i + k}/x"}), "1.2") for k in range(50)
+            )
+            i += 50
+            await sender.send_raw(batch)
+            await sender.publish("/topic/sync", b"", receipt=True)
+
+    idle, attacked = await measured(node, attack())
+    assert_unharmed(idle, attacked, what="10,000 patterns")
+    # A destination a pattern does match still reaches it.
+    await sender.publish("/topic/s7/p42/match", b"hit")
+    assert (await holders[7].recv()).body == b"hit"
+
+
+# ----------------------------------------------------------------- 2. packed frames
+
+
+@pytest.mark.parametrize("carrier", ["websocket", "tcp"])
+async def test_a_megabyte_of_packed_frames_does_not_hold_the_loop(node_factory: Any, carrier: str) -> None:
+    """1 MB of small SENDs in one WebSocket message (or one TCP write): parsed in linear time,
+    handled in bounded batches per loop turn. Before: ~10 s of frozen loop for one message."""
+    node = node_factory(NO_RATE_LIMIT)
+    frame = serialize(Frame("SEND", {"destination": "/topic/sink"}, b"z"), "1.2")
+    blob = frame * (1_000_000 // len(frame))
+    connect = serialize(Frame("CONNECT", {"accept-version": "1.2", "login": "packer", "heart-beat": "0,0"}))
+
+    async def attack() -> None:
+        for _ in range(3):
+            if carrier == "websocket":
+                async with websockets.connect(node.ws_url, max_size=None) as ws:
+                    await ws.send(connect)
+                    await ws.recv()
+                    await ws.send(blob)
+                    await ws.send(serialize(Frame("DISCONNECT", {"receipt": "bye"}), "1.2"))
+                    while "RECEIPT" not in str(await ws.recv()):
+                        pass
+            else:
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.tcp_port)
+                writer.write(connect + blob + serialize(Frame("DISCONNECT", {"receipt": "bye"}), "1.2"))
+                await writer.drain()
+                await reader.read()  # CONNECTED ... RECEIPT, then the node closes
+                writer.close()
+
+    idle, attacked = await measured(node, attack())
+    assert_unharmed(idle, attacked, what=f"packed frames over {carrier}")
+
+
+# ----------------------------------------------------------------- 7. forged frames
+
+
+async def test_nul_in_a_header_value_is_refused(node: NodeProcess) -> None:
+    mallory = await WsStomp.connect(node.ws_url, "mallory")
+    await mallory.send_raw(b"SEND\ndestination:/topic/a\nx-note:a\0MESSAGE\n\nforged\0")
+    error = await mallory.recv()
+    assert error.command == "ERROR" and "NUL" in error.headers["message"]
+
+
+def test_no_frame_can_be_forged_inside_a_stompjs_page(node: NodeProcess) -> None:
+    """stompjs 2.3.3 and @stomp/stompjs, subscribed as "sub-0", get mallory's messages and nothing forged."""
+    report = run_scenario(
+        "scenarios.js",
+        ["forgery", node.ws_url, "{}"],
+        timeout=40,
+        server_log=node.log,
+        needs=("@stomp/stompjs", "stompjs"),
+    )
+    for victim in ("legacy", "modern"):
+        seen = report[victim]
+        assert len(seen) == 3, (victim, seen)
+        assert all(m["id"] != "forged-id" and m["subscription"] == "sub-0" for m in seen), (victim, seen)
+        assert [m["body"] for m in seen][1:] == ["second", "third"], (victim, seen)
+        assert all(m["destination"].startswith("/topic/forge.") for m in seen), (victim, seen)
+    # stompjs 2.x (STOMP 1.1) gets the NUL replaced; @stomp/stompjs (1.2) gets the body as sent.
+    assert report["legacy"][0]["body"].startswith("hello\ufffdMESSAGE")
+    assert report["modern"][0]["body"].startswith("hello\u0000MESSAGE")
+
+
+def test_the_http_api_refuses_what_stomp_refuses(node: NodeProcess) -> None:
+    """Headers from the publish API pass the same checks as a SEND's: NUL, names, reserved names, count, length."""
+    cases = [
+        ({"x-a": "a\u0000b"}, "NUL"),
+        ({"a:b": "v"}, "header name"),
+        ({"bad\nname": "v"}, "header name"),
+        ({"message-id ": "forged"}, "set by the broker"),
+        ({"Subscription": "forged"}, "set by the broker"),
+        ({f"h{i}": "v" for i in range(65)}, "more than 64 headers"),
+        ({"long": "v" * 9000}, "longer than 8192"),
+    ]
+    for headers, problem in cases:
+        status, body = api(node, "POST", "/api/publish", {"destination": "/topic/a", "payload": "x", "headers": headers})
+        assert status == 400 and problem in body["error"], (headers, status, body)
+    for field, value, problem in [
+        ("destination", "/topic/a\u0001", "control character"),
+        ("destination", "/topic/" + "d" * 1100, "longer than 1024 bytes"),
+        ("user", "bob\n", "control character"),
+        ("user", "}x", None),  # braces are fine: they cannot reach a Redis hash tag any more
+    ]:
+        body = {"user": "bob", "destination": "/queue/a", "payload": "x", field: value}
+        status, answer = api(node, "POST", "/api/send-to-user", body)
+        if problem is None:
+            assert status == 200, answer
+        else:
+            assert status == 400 and problem in answer["error"], (field, value, status, answer)
+
