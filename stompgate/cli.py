@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from . import __version__, logs
 from .config import Config, ConfigError, load_config
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         config.server.port = args.port
     if args.log_level:
         config.logging.level = args.log_level
-    logging.basicConfig(level=config.logging.level.upper(), format=LOG_FORMAT)
+    logs.setup(config.logging.level, LOG_FORMAT)
     if config.server.workers > 1:
         from .workers import supervise
 
