@@ -21,6 +21,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from .broker.names import user_name_problem
 from .bus.resp import Address
 
 ENV_PREFIX = "STOMPGATE_"
@@ -216,6 +217,10 @@ class AuthConfig:
     def validate(self, path: str, problems: list[str]) -> None:
         if self.mode is None:
             problems.append(f"{path}.mode: required: one of dev, static, jwt")
+        for name in self.users:
+            problem = user_name_problem(name)
+            if problem is not None:
+                problems.append(f"{path}.users: {problem}")
         if self.cookie is not None and self.mode == "static":
             problems.append(f"{path}.cookie: only for mode dev or jwt (static checks login and passcode)")
         if self.cookie is not None and (not self.cookie or any(c in self.cookie for c in "=;, \t")):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
-from ..broker.auth import AuthError, Credentials
+from ..broker.auth import AuthError, Credentials, login
 from ..broker.destinations import DestinationError
 from ..broker.message import Message
 from ..bus.base import BusUnavailable
@@ -114,12 +114,12 @@ def user_of(broker: Broker, request: web.Request) -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:
-            login, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+            name, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise AuthError("malformed Basic credentials") from None
-        headers = {"login": login, "passcode": passcode}
+        headers = {"login": name, "passcode": passcode}
     creds = Credentials(headers, {k.lower(): v for k, v in request.headers.items()}, dict(request.query))
-    user = broker.authenticator.authenticate(creds)
+    user = login(broker.authenticator, creds, request.remote or "")
     if not user:
         raise AuthError("no user")
     return user
