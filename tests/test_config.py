@@ -124,7 +124,7 @@ def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
 def test_top_level_config_serves_the_chat_example() -> None:
     config = load_config(ROOT / "config.yaml", env={})
     assert [s.path for s in config.server.sockjs] == ["/chat-websocket"]
-    assert Path(config.server.static[0].dir) == ROOT / "examples" / "chat"
+    assert Path(config.server.static[0].dir) == ROOT / "examples" / "chat" / "public"
     assert config.server.extensions == [str(ROOT / "examples" / "chat" / "backend.py")]
     assert config.auth.cookie == "chat_user"
 
