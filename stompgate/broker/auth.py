@@ -63,12 +63,7 @@ class DevAuthenticator:
     """Development mode: the CONNECT ``login`` header (or the login cookie) is the user name, no password."""
 
     def __init__(self, cookie: str | None = None) -> None:
-        self.cookie = cookie
-        log.warning(
-            "auth.mode is 'dev': the CONNECT login header%s is trusted as the user name "
-            "without a password. Use this for development only.",
-            f" (or the {cookie} cookie)" if cookie else "",
-        )
+        self.cookie = cookie  # the node warns about this mode at start (app.py), at every log level
 
     def authenticate(self, creds: Credentials) -> str | None:
         login = creds.connect_headers.get("login", "").strip() or creds.cookie(self.cookie)
