@@ -180,7 +180,8 @@ def _jwt_problem(exc: jwt.InvalidTokenError) -> str:
     if isinstance(exc, jwt.InvalidIssuedAtError):
         return "invalid token: bad issued-at (iat) claim"
     if isinstance(exc, jwt.MissingRequiredClaimError):
-        return f"invalid token: missing {exc.claim!r} claim" if exc.claim in _CLAIMS else "invalid token: missing claim"
+        claim = f" {exc.claim!r}" if exc.claim in _CLAIMS else ""
+        return f"invalid token: missing{claim} claim"
     if isinstance(exc, jwt.InvalidAlgorithmError):
         return "invalid token: algorithm not allowed"
     if isinstance(exc, jwt.DecodeError):
@@ -203,8 +204,7 @@ def login(authenticator: Authenticator, creds: Credentials, remote: str = "") ->
         _log_failure(remote, creds.connect_headers.get("login"), str(exc))
         raise
     problem = None if user is None else user_name_problem(user)
-    if problem is not None:
-        assert user is not None
+    if user is not None and problem is not None:
         # Not the name itself: before CONNECTED an ERROR's headers go unescaped, and the
         # backslashes of a quoted control character would read differently in each client.
         problem = " ".join(problem.replace(shown(user), "", 1).split())
