@@ -45,7 +45,7 @@ npm_install() {  # npm packages of a folder, again only when its package.json ch
 
 # The chat example's page libraries (sockjs-client, stompjs, ...) come from npm.
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
-npm_install examples/chat
+npm_install examples/chat/public
 
 if [ "$what" = test ]; then
   # The cluster tests start their own redis-server processes (and redis-cli --cluster create).

@@ -17,9 +17,10 @@ from .broker.auth import Authenticator
 from .broker.session import CLOSE_POLICY
 from .bus.base import OfflineLimits
 from .bus.memory import MemoryBus
-from .config import Config
+from .config import Config, dev_mode_warnings
 from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
+from .logs import always
 from .sockjs import SockJSEndpoint, SockJSOptions
 from .transport.sockjs import sockjs_message_limit, stomp_sockjs_endpoint
 from .transport.tcp import start_tcp_server
@@ -31,6 +32,8 @@ log = logging.getLogger("stompgate")
 def make_authenticator(config: Config) -> Authenticator:
     auth = config.auth
     if auth.mode == "dev":
+        for warning in dev_mode_warnings(config):  # whatever logging.level is: it must not go unseen
+            always(log, logging.WARNING, "%s", warning)
         return DevAuthenticator(auth.cookie)
     if auth.mode == "static":
         return StaticAuthenticator(auth.users)

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from . import __version__
-from .config import Config, ConfigError, load_config
+from . import __version__, logs
+from .config import Config, ConfigError, ConfigNote, dev_exposure_problem, dev_mode_warnings, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,16 +27,25 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = args.config if args.command == "serve" else args.file
+    notes: list[ConfigNote] = []
     try:
-        config = load_config(path)
+        config = load_config(path, notes=notes)
     except ConfigError as exc:
         print(f"stompgate: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(f"{path}: configuration is valid")
+        for note in notes:
+            print(f"stompgate: {'warning' if note.warning else 'note'}: {note.text}", file=sys.stderr)
+        for warning in dev_mode_warnings(config):
+            print(f"stompgate: warning: {warning}", file=sys.stderr)
         return 0
     if args.host:
         config.server.host = args.host
+        problem = dev_exposure_problem(config)  # the file was checked with its own host
+        if problem is not None:
+            print(f"stompgate: --host {args.host}: {problem}", file=sys.stderr)
+            return 2
     if args.port is not None:
         if not 0 <= args.port <= 65535:
             print(f"stompgate: --port: must be 0-65535, got {args.port}", file=sys.stderr)
@@ -44,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         config.server.port = args.port
     if args.log_level:
         config.logging.level = args.log_level
-    logging.basicConfig(level=config.logging.level.upper(), format=LOG_FORMAT)
+    logs.setup(config.logging.level, LOG_FORMAT)
+    log = logging.getLogger("stompgate.config")
+    for note in notes:  # a changed auth.mode is shown whatever the level; the rest at info
+        if note.warning:
+            logs.always(log, logging.WARNING, "%s", note.text)
+        else:
+            log.info("%s", note.text)
     if config.server.workers > 1:
         from .workers import supervise
 

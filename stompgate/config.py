@@ -5,13 +5,16 @@ key it concerns (``auth.jwt.secret: required when auth.mode is jwt``), all of th
 at once, and unknown keys are errors (with a suggestion) rather than ignored.
 
 Environment overrides use ``__`` between levels: ``STOMPGATE_SERVER__PORT=9000``,
-``STOMPGATE_AUTH__JWT__SECRET=...``. Values are read as YAML scalars.
+``STOMPGATE_AUTH__JWT__SECRET=...``. Values are read as YAML scalars. What they
+changed is reported as :class:`ConfigNote`s (key names, never values: they hold
+secrets), so that a stray variable cannot switch a node's login mode unnoticed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import types
 import typing
@@ -21,6 +24,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from .broker.names import user_name_problem
 from .bus.resp import Address
 
 ENV_PREFIX = "STOMPGATE_"
@@ -248,10 +252,16 @@ class AuthConfig:
     # A cookie of the handshake (WebSocket or SockJS) that carries the credential
     # when CONNECT does not: the user name in dev mode, the token in jwt mode.
     cookie: str | None = None
+    # Dev mode lets anyone log in as anyone: only on loopback addresses unless this says so.
+    dev_allow_remote: bool = False
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.mode is None:
             problems.append(f"{path}.mode: required: one of dev, static, jwt")
+        for name in self.users:
+            problem = user_name_problem(name)
+            if problem is not None:
+                problems.append(f"{path}.users: {problem}")
         if self.cookie is not None and self.mode == "static":
             problems.append(f"{path}.cookie: only for mode dev or jwt (static checks login and passcode)")
         if self.cookie is not None and (not self.cookie or any(c in self.cookie for c in "=;, \t")):
@@ -379,6 +389,64 @@ class Config:
         ws = set(self.server.websocket_paths) | {s.path for s in self.server.sockjs}
         if self.api.enabled and any(p == self.api.prefix or p.startswith(self.api.prefix + "/") for p in ws):
             problems.append(f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}")
+        problem = dev_exposure_problem(self)
+        if problem is not None:
+            problems.append(problem)
+
+
+# ------------------------------------------------------------- dev mode
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (a loopback address, or ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # "", 0.0.0.0's spellings, a host name: possibly reachable from elsewhere
+
+
+def exposed_listeners(config: Config) -> list[str]:
+    """The listeners (``key=host``) of ``config`` that other machines may reach."""
+    server = config.server
+    found = [] if is_loopback(server.host) else [f"server.host={server.host or '(all)'}"]
+    if server.tcp.enabled and not is_loopback(server.tcp.host):
+        found.append(f"server.tcp.host={server.tcp.host or '(all)'}")
+    return found
+
+
+def dev_exposure_problem(config: Config) -> str | None:
+    """Dev login (no password) on an address others reach needs auth.dev_allow_remote: true."""
+    if config.auth.mode != "dev" or config.auth.dev_allow_remote:
+        return None
+    exposed = exposed_listeners(config)
+    if not exposed:
+        return None
+    return (
+        f"auth.mode: dev (any client logs in as any user, without a password) on an address other "
+        f"machines may reach ({', '.join(exposed)}): listen on 127.0.0.1, use mode static or jwt, "
+        f"or set auth.dev_allow_remote: true if that is really meant"
+    )
+
+
+def dev_mode_warnings(config: Config) -> list[str]:
+    """What a node in dev mode says at start, at every log level (and check-config prints)."""
+    auth = config.auth
+    if auth.mode != "dev":
+        return []
+    cookie = f" (or the {auth.cookie} cookie)" if auth.cookie else ""
+    lines = [
+        f"auth.mode is dev: the CONNECT login header{cookie} is trusted as the user name without a "
+        f"password; for development only"
+    ]
+    exposed = exposed_listeners(config)
+    if exposed:
+        lines.append(
+            f"auth.mode is dev on an address other machines may reach ({', '.join(exposed)}; "
+            f"auth.dev_allow_remote is true): anyone who reaches the node can log in as anyone"
+        )
+    return lines
 
 
 # ----------------------------------------------------------------- validation
@@ -476,13 +544,29 @@ def _validate_tree(obj: Any, path: str, problems: list[str]) -> None:
         obj.validate(path or "config", problems)
 
 
-def _env_overrides(env: Mapping[str, str], data: dict[str, Any]) -> None:
-    for name, raw in env.items():
+@dataclass
+class ConfigNote:
+    """Something the operator should hear about a loaded configuration (no secret values)."""
+
+    text: str
+    warning: bool = False
+
+
+def _auth_mode(data: Mapping[str, Any]) -> Any:
+    auth = data.get("auth")
+    return auth.get("mode") if isinstance(auth, Mapping) else None
+
+
+def _env_overrides(env: Mapping[str, str], data: dict[str, Any], notes: list[ConfigNote]) -> None:
+    mode_before = _auth_mode(data)
+    applied: list[tuple[str, list[str]]] = []
+    for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
         if not all(keys):
             continue
+        applied.append((name, keys))
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
@@ -494,10 +578,35 @@ def _env_overrides(env: Mapping[str, str], data: dict[str, Any]) -> None:
                 nxt = node[k] = {}
             node = nxt
         node[keys[-1]] = value
+    if applied:
+        notes.append(
+            ConfigNote(
+                "environment overrides: "
+                + ", ".join(f"{'.'.join(keys)} ({name})" for name, keys in applied)
+            )
+        )
+    mode_after = _auth_mode(data)
+    if mode_after != mode_before:
+        by = [name for name, keys in applied if keys == ["auth", "mode"][: len(keys)]]
+        before = "none" if mode_before is None else _shown(mode_before)
+        notes.append(
+            ConfigNote(
+                f"{' and '.join(by)} changes auth.mode from {before} (the file) to {_shown(mode_after)}",
+                warning=True,
+            )
+        )
 
 
-def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, merge the environment into, and validate a configuration."""
+def load_config(
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+    notes: list[ConfigNote] | None = None,
+) -> Config:
+    """Read, merge the environment into, and validate a configuration.
+
+    ``notes``, when given, receives what the environment changed, for the
+    caller to report once its logging is set up.
+    """
     source = str(path) if path is not None else "defaults"
     data: dict[str, Any] = {}
     if path is not None:
@@ -514,7 +623,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         if not isinstance(loaded, dict):
             raise ConfigError([f"the top level must be a mapping, got {_shown(loaded)}"], source)
         data = loaded
-    _env_overrides(os.environ if env is None else env, data)
+    _env_overrides(os.environ if env is None else env, data, [] if notes is None else notes)
     problems: list[str] = []
     config = _build(Config, data, "", problems)
     if not problems and path is not None:

@@ -4,7 +4,8 @@ A Spring application keeps controllers beside its broker (the seed's
 ``/wsTemplate/sendToUser``). Here such endpoints live in a Python file named in
 ``server.extensions``; its ``setup(node)`` gets a :class:`NodeContext` and adds
 aiohttp routes. Through it they send with the node's broker (to its local
-sessions and to the cluster) and authenticate requests as CONNECT frames are.
+sessions and to the cluster), authenticate requests as CONNECT frames are, and
+read JSON bodies as the node's own API does.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .broker.names import destination_problem, user_name_problem
 from .convert import to_body
-from .http.api import publish, user_of
+from .http.api import BadRequest, publish, read_json_object, user_of
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .broker.message import Message
+
+
+__all__ = ["BadRequest", "ExtensionError", "NodeContext", "load_extension"]
 
 
 class ExtensionError(Exception):
@@ -41,6 +46,17 @@ class NodeContext:
         """The request's user, by the node's authenticator; raises ``AuthError``."""
         return user_of(self.broker, request)
 
+    async def json_body(self, request: web.Request) -> dict[str, Any]:
+        """The body as a JSON object; raises ``BadRequest`` (``.status`` 400, 413 or 415, and why).
+
+        Only ``Content-Type: application/json`` is read: a page on another site
+        cannot send that without a CORS preflight (which the node does not
+        grant), so an endpoint that trusts a login cookie cannot be called
+        cross-site by a form. Hostile bodies (deep nesting, lone surrogates,
+        too large) are refused, never a 500.
+        """
+        return await read_json_object(request)
+
     async def convert_and_send_to_user(
         self, user: str, destination: str, payload: Any, headers: dict[str, str] | None = None
     ) -> int:
@@ -54,6 +70,7 @@ class NodeContext:
         rules = self.broker.rules
         if user is not None and destination.startswith(rules.user_prefix):
             destination = destination[len(rules.user_root) :]
+        _check(destination, user)
         if not rules.is_broker(destination):
             raise ValueError(f"destination {destination!r} must start with a broker prefix")
         hdrs = dict(headers or {})
@@ -68,9 +85,17 @@ class NodeContext:
         rules = self.broker.rules
         if destination.startswith(rules.user_prefix):
             destination = destination[len(rules.user_root) :]
+        _check(destination, user)
         if not rules.is_broker(destination):
             raise ValueError(f"destination {destination!r} must start with a broker prefix")
         return list(await self.bus.pull(user, destination))
+
+
+def _check(destination: str, user: str | None) -> None:
+    """An extension passes on what its requests carried: the same checks as a STOMP frame's."""
+    problem = destination_problem(destination) or (user_name_problem(user) if user is not None else None)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def load_extension(path: str, node: NodeContext) -> None:

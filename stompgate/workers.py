@@ -20,6 +20,7 @@ from contextlib import suppress
 from typing import Callable
 
 from .config import Config
+from .logs import SafeFormatter
 
 log = logging.getLogger("stompgate")
 
@@ -50,7 +51,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             for handler in logging.getLogger().handlers:
-                handler.setFormatter(logging.Formatter(log_format.replace("%(name)s", f"w{index} %(name)s")))
+                handler.setFormatter(SafeFormatter(log_format.replace("%(name)s", f"w{index} %(name)s")))
             code = 1
             try:
                 code = run_worker(worker)

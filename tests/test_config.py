@@ -124,7 +124,7 @@ def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
 def test_top_level_config_serves_the_chat_example() -> None:
     config = load_config(ROOT / "config.yaml", env={})
     assert [s.path for s in config.server.sockjs] == ["/chat-websocket"]
-    assert Path(config.server.static[0].dir) == ROOT / "examples" / "chat"
+    assert Path(config.server.static[0].dir) == ROOT / "examples" / "chat" / "public"
     assert config.server.extensions == [str(ROOT / "examples" / "chat" / "backend.py")]
     assert config.auth.cookie == "chat_user"
 
@@ -217,3 +217,133 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = run_cli("serve", "--config", str(ROOT / "config.yaml"), "--port", str(port))
     assert result.returncode == 1
     assert "cannot start" in result.stderr
+
+
+# ------------------------------------------------ dev mode cannot be switched on by accident
+
+DEV = {"auth": {"mode": "dev"}, "api": {"key": "k"}}
+
+
+@pytest.mark.parametrize(
+    "server, exposed",
+    [
+        ({"host": "0.0.0.0"}, "server.host=0.0.0.0"),
+        ({"host": "::"}, "server.host=::"),
+        ({"host": ""}, "server.host=(all)"),
+        ({"host": "10.1.2.3"}, "server.host=10.1.2.3"),
+        ({"host": "chat.example.com"}, "server.host=chat.example.com"),
+        ({"tcp": {"enabled": True, "host": "0.0.0.0"}}, "server.tcp.host=0.0.0.0"),
+    ],
+)
+def test_dev_mode_on_a_reachable_address_needs_the_explicit_flag(tmp_path: Path, server: dict, exposed: str) -> None:
+    found = problems(tmp_path, {**DEV, "server": server})
+    assert len(found) == 1 and found[0].startswith("auth.mode: dev"), found
+    assert exposed in found[0] and "auth.dev_allow_remote: true" in found[0]
+    allowed = load_config(write(tmp_path, {**DEV, "server": server, "auth": {"mode": "dev", "dev_allow_remote": True}}), env={})
+    assert allowed.auth.dev_allow_remote is True
+    # the other modes check passwords: any address is fine
+    jwt_mode = {"auth": {"mode": "jwt", "jwt": {"secret": "s"}}, "api": {"key": "k"}, "server": server}
+    assert load_config(write(tmp_path, jwt_mode), env={}).auth.mode == "jwt"
+    # loopback listeners need no flag (make run, the tests, examples/cluster)
+    for loopback in [{}, {"host": "127.0.0.1"}, {"host": "127.0.0.2"}, {"host": "::1"}, {"host": "localhost"},
+                     {"tcp": {"enabled": False, "host": "0.0.0.0"}}]:
+        assert load_config(write(tmp_path, {**DEV, "server": loopback}), env={}).auth.mode == "dev"
+
+
+def test_an_environment_override_cannot_expose_dev_mode_silently(tmp_path: Path) -> None:
+    path = write(tmp_path, {**DEV})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"STOMPGATE_SERVER__HOST": "0.0.0.0"})
+    assert "auth.dev_allow_remote" in str(info.value)
+    static = write(tmp_path, {"auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"}, "server": {"host": "0.0.0.0"}})
+    with pytest.raises(ConfigError):
+        load_config(static, env={"STOMPGATE_AUTH__MODE": "dev"})
+
+
+def test_static_user_names_with_control_characters_are_a_config_error(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"auth": {"mode": "static", "users": {"ok": "1", "eve\nINFO forged": "2"}}, "api": {"key": "k"}})
+    assert found == ["auth.users: the user name 'eve\\nINFO forged' contains a control character (U+000A)"]
+
+
+def test_environment_overrides_are_reported_by_name_never_by_value(tmp_path: Path) -> None:
+    from stompgate.config import ConfigNote
+
+    path = write(tmp_path, {"auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"}})
+    notes: list[ConfigNote] = []
+    env = {"STOMPGATE_AUTH__MODE": "jwt", "STOMPGATE_AUTH__JWT__SECRET": "top-secret", "STOMPGATE_API__KEY": "hidden"}
+    load_config(path, env=env, notes=notes)
+    text = "\n".join(n.text for n in notes)
+    assert "top-secret" not in text and "hidden" not in text
+    assert [n.warning for n in notes] == [False, True]
+    assert notes[0].text == (
+        "environment overrides: api.key (STOMPGATE_API__KEY), auth.jwt.secret (STOMPGATE_AUTH__JWT__SECRET), "
+        "auth.mode (STOMPGATE_AUTH__MODE)"
+    )
+    assert notes[1].text == "STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'jwt'"
+    # a whole section replaced from the environment is caught too
+    notes = []
+    load_config(path, env={"STOMPGATE_AUTH": "{mode: dev}"}, notes=notes)
+    assert notes[-1].text == "STOMPGATE_AUTH changes auth.mode from 'static' (the file) to 'dev'"
+    notes = []
+    load_config(path, env={"STOMPGATE_SERVER__PORT": "9000"}, notes=notes)
+    assert [n.warning for n in notes] == [False]
+
+
+def test_check_config_warns_about_dev_mode_and_env_overrides(tmp_path: Path) -> None:
+    dev = run_cli("check-config", str(ROOT / "config.yaml"))
+    assert dev.returncode == 0
+    assert "stompgate: warning: auth.mode is dev:" in dev.stderr and "development only" in dev.stderr
+    static = write(tmp_path, {"auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"}})
+    quiet = run_cli("check-config", str(static))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    import os
+
+    switched = subprocess.run(
+        [sys.executable, "-m", "stompgate", "check-config", str(static)],
+        capture_output=True, text=True, cwd=ROOT, timeout=30, env={**os.environ, "STOMPGATE_AUTH__MODE": "dev"},
+    )
+    assert switched.returncode == 0
+    assert "warning: STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'dev'" in switched.stderr
+    assert "warning: auth.mode is dev" in switched.stderr
+
+
+def test_serve_host_override_cannot_expose_dev_mode(tmp_path: Path) -> None:
+    result = run_cli("serve", "--config", str(ROOT / "config.yaml"), "--host", "0.0.0.0", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "--host 0.0.0.0: auth.mode: dev" in result.stderr and "auth.dev_allow_remote" in result.stderr
+
+
+def test_dev_mode_and_a_switched_mode_are_logged_at_every_level(tmp_path: Path) -> None:
+    """logging.level error hides warnings: these two are shown anyway."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    path = write(tmp_path, {
+        "auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"},
+        "server": {"port": port}, "logging": {"level": "error"},
+    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOMPGATE_")}
+    env["STOMPGATE_AUTH__MODE"] = "dev"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stompgate", "serve", "--config", str(path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "node did not start"
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "WARNING stompgate.config: STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'dev'" in out
+    assert "WARNING stompgate: auth.mode is dev:" in out and "development only" in out
+    assert "listening on" not in out  # an info line: level error is in force

@@ -259,7 +259,7 @@ CHAT_NODE = {
     "server": {
         "websocket_paths": ["/ws"],
         "sockjs": [{"path": "/chat-websocket"}],
-        "static": [{"path": "/chat", "dir": str(ROOT / "examples" / "chat")}],
+        "static": [{"path": "/chat", "dir": str(ROOT / "examples" / "chat" / "public")}],
         "extensions": [str(ROOT / "examples" / "chat" / "backend.py")],
     },
     "auth": {"mode": "dev", "cookie": "chat_user"},
@@ -278,23 +278,25 @@ async def test_chat_example_files_and_endpoints(node_factory: Factory) -> None:
                 assert resp.status == 200, lib
         async with http.get(node.http_url + "/chat/../config.yaml") as resp:
             assert resp.status in (403, 404)
+        async with http.get(node.http_url + "/chat/backend.py") as resp:
+            assert resp.status == 404  # the extension's source is not among the page's files
 
         send = node.http_url + "/wsTemplate/sendToUser"
         pull = node.http_url + "/wsTemplate/pullUnreadMessage"
-        async with http.post(send, data={"receiver": "bob", "msg": "hi"}) as resp:
+        async with http.post(send, json={"receiver": "bob", "msg": "hi"}) as resp:
             assert resp.status == 401  # who is sending?
         alice = {"Cookie": "chat_user=alice"}
-        async with http.post(send, data={"receiver": "bob", "msg": "hi bob"}, headers=alice) as resp:
+        async with http.post(send, json={"receiver": "bob", "msg": "hi bob"}, headers=alice) as resp:
             assert resp.status == 200 and (await resp.json())["code"] == "200"
-        async with http.post(send, data={"receiver": "", "msg": "x"}, headers=alice) as resp:
+        async with http.post(send, json={"receiver": "", "msg": "x"}, headers=alice) as resp:
             assert resp.status == 400
         bob = {"Cookie": "chat_user=bob"}
-        async with http.post(pull, data={"destination": "/topic/reply"}, headers=bob) as resp:
+        async with http.post(pull, json={"destination": "/topic/reply"}, headers=bob) as resp:
             result = await resp.json()
         assert [json.loads(item)["content"] for item in result["result"]] == ["alice say: hi bob"]
-        async with http.post(pull, data={"destination": "/topic/reply"}, headers=bob) as resp:
+        async with http.post(pull, json={"destination": "/topic/reply"}, headers=bob) as resp:
             assert "result" not in await resp.json()  # taken: gone
-        async with http.post(pull, data={"destination": "/nowhere"}, headers=bob) as resp:
+        async with http.post(pull, json={"destination": "/nowhere"}, headers=bob) as resp:
             assert (await resp.json())["code"] == "500"
 
 

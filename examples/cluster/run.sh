@@ -59,7 +59,7 @@ missing=()
 [ -x .venv/bin/stompgate ] || missing+=(".venv/bin/stompgate")
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x "$NGINX" ] || missing+=(nginx)
-[ -d examples/chat/node_modules ] || missing+=("examples/chat/node_modules (the chat page's npm libraries)")
+[ -d examples/chat/public/node_modules ] || missing+=("examples/chat/public/node_modules (the chat page's npm libraries)")
 if [ ${#missing[@]} -gt 0 ]; then
   say "missing: ${missing[*]}"
   say "install them with 'scripts/bootstrap.sh test' (or 'make test', which runs it first)"
@@ -140,7 +140,7 @@ server:
       client_url: /chat/node_modules/sockjs-client/dist/sockjs.min.js
   static:
     - path: /chat
-      dir: "$root/examples/chat"
+      dir: "$root/examples/chat/public"
   extensions: ["$root/examples/chat/backend.py"]
 auth:
   mode: dev

@@ -3,6 +3,9 @@
 An authenticator sees the CONNECT headers and what the WebSocket handshake
 carried (its ``Authorization`` header and ``access_token`` query parameter), and
 returns the user name or raises :class:`AuthError` with a message for the client.
+Every login (STOMP CONNECT, HTTP API, extensions) goes through :func:`login`,
+which also refuses names no mode may produce (controls, surrogates, too long)
+and logs failures, rate-limited, with the remote address.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from typing import Protocol
 
 import jwt
 
+from ..logs import RateLimitedLog
+from .names import shown, user_name_problem
+
 log = logging.getLogger(__name__)
+
+# A client can fail logins as fast as it can connect: each is worth a line, a flood is not.
+_failed_logins = RateLimitedLog(log, "failed logins", burst=20, interval_s=60.0)
 
 
 class AuthError(Exception):
@@ -54,12 +63,7 @@ class DevAuthenticator:
     """Development mode: the CONNECT ``login`` header (or the login cookie) is the user name, no password."""
 
     def __init__(self, cookie: str | None = None) -> None:
-        self.cookie = cookie
-        log.warning(
-            "auth.mode is 'dev': the CONNECT login header%s is trusted as the user name "
-            "without a password. Use this for development only.",
-            f" (or the {cookie} cookie)" if cookie else "",
-        )
+        self.cookie = cookie  # the node warns about this mode at start (app.py), at every log level
 
     def authenticate(self, creds: Credentials) -> str | None:
         login = creds.connect_headers.get("login", "").strip() or creds.cookie(self.cookie)
@@ -149,11 +153,71 @@ class JwtAuthenticator:
                 leeway=self.leeway_s,
                 options={"require": self.required, "verify_aud": self.audience is not None},
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}") from None
+            raise AuthError(_jwt_problem(exc)) from None
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not user:
             raise AuthError(f"token has no string claim {self.user_claim!r}")
         return user
+
+
+# Claims PyJWT names in MissingRequiredClaimError: ours (require, audience, issuer), never the token's.
+_CLAIMS = frozenset({"exp", "nbf", "iat", "aud", "iss", "sub", "jti"})
+
+
+def _jwt_problem(exc: jwt.InvalidTokenError) -> str:
+    """A fixed, short reason: PyJWT's own texts can quote the token's content and name internals."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "invalid token: not yet valid"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "invalid token: bad signature"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "invalid token: wrong audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "invalid token: wrong issuer"
+    if isinstance(exc, jwt.InvalidIssuedAtError):
+        return "invalid token: bad issued-at (iat) claim"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        claim = f" {exc.claim!r}" if exc.claim in _CLAIMS else ""
+        return f"invalid token: missing{claim} claim"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "invalid token: algorithm not allowed"
+    if isinstance(exc, jwt.DecodeError):
+        return "invalid token: malformed"
+    return "invalid token"
+
+
+def login(authenticator: Authenticator, creds: Credentials, remote: str = "") -> str | None:
+    """The user a CONNECT (or an HTTP request) speaks for, by ``authenticator``; raises AuthError.
+
+    Whatever the mode (a dev login header or cookie, a static user, a JWT
+    claim), the name is checked here, so a name with a newline or a lone
+    surrogate never reaches a registry, a log line or Redis. A refusal is
+    logged with the remote address and the login tried (never a password or
+    token), at most 20 lines a minute.
+    """
+    try:
+        user = authenticator.authenticate(creds)
+    except AuthError as exc:
+        _log_failure(remote, creds.connect_headers.get("login"), str(exc))
+        raise
+    problem = None if user is None else user_name_problem(user)
+    if user is not None and problem is not None:
+        # Not the name itself: before CONNECTED an ERROR's headers go unescaped, and the
+        # backslashes of a quoted control character would read differently in each client.
+        problem = " ".join(problem.replace(shown(user), "", 1).split())
+        _log_failure(remote, user, problem)
+        raise AuthError(problem)
+    return user
+
+
+def _log_failure(remote: str, tried: str | None, reason: str) -> None:
+    _failed_logins.log(
+        "login failed from %s%s: %s",
+        remote or "an unknown address",
+        f" as {shown(tried)}" if tried else "",
+        reason,
+        key=remote,
+    )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
-from .auth import AuthError, Credentials
+from .auth import AuthError, Credentials, login
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .names import RESERVED_HEADERS, destination_problem, header_problem, is_reserved, user_name_problem
 from .subscriptions import ACK_MODES, Subscription
@@ -377,7 +377,7 @@ class Session:
         # Only CONNECT reads them; an idle session should not hold a browser's headers.
         self._handshake_headers = self._query = _NOTHING
         try:
-            user = self.broker.authenticator.authenticate(creds)
+            user = login(self.broker.authenticator, creds, self.remote)
         except AuthError as exc:
             self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
             return

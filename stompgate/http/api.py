@@ -3,6 +3,12 @@
 ``POST {prefix}/send-to-user`` mirrors the seed's ``/wsTemplate/sendToUser``
 (and Spring's ``convertAndSendToUser``); ``POST {prefix}/publish`` mirrors
 ``convertAndSend``. JSON in, JSON out; a 4xx says what is wrong.
+
+Request bodies are parsed by :func:`read_json_object`, shared with extensions:
+``application/json`` only (a cross-site page cannot send that without a CORS
+preflight, so a cookie-authenticated call cannot be forged), orjson (which
+refuses nesting past 1024 levels and lone surrogates that UTF-8 and Redis
+cannot carry), and every refusal is a 4xx that says why, never a 500.
 """
 
 from __future__ import annotations
@@ -11,13 +17,13 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
-from ..broker.auth import AuthError, Credentials
+from ..broker.auth import AuthError, Credentials, login
 from ..broker.destinations import DestinationError
 from ..broker.message import Message
 from ..broker.names import destination_problem, header_problem, is_reserved, shown, user_name_problem
@@ -29,7 +35,51 @@ if TYPE_CHECKING:
     from ..broker.session import SessionLimits
 
 class BadRequest(Exception):
-    pass
+    """A request refused with a 4xx: 400 unless ``status`` says otherwise (413, 415)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object, or BadRequest (415, 413 or 400) saying what is wrong."""
+    if request.content_type != "application/json":
+        raise BadRequest(
+            f"the request body must be JSON sent as 'Content-Type: application/json', "
+            f"not {request.content_type!r}",
+            415,
+        )
+    too_large = BadRequest(f"the request body is larger than {request.client_max_size} bytes", 413)
+    if (request.content_length or 0) > request.client_max_size:
+        raise too_large  # refused before a byte of it is read
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    if not raw.strip():
+        raise BadRequest("the request body is empty: a JSON object is expected")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {_json_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+def _json_problem(exc: orjson.JSONDecodeError) -> str:
+    """orjson's reason, in our words (its texts are not an interface)."""
+    reason = exc.msg.lower()
+    if "depth" in reason or "recursion" in reason:
+        what = "nested deeper than 1024 levels"
+    elif "utf-8" in reason:
+        what = "not UTF-8"
+    elif "surrogate" in reason:
+        what = "a lone UTF-16 surrogate escape, which UTF-8 cannot carry"
+    else:
+        what = "a syntax error"
+    return f"{what} (line {exc.lineno}, column {exc.colno})"
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -52,7 +102,10 @@ def _payload(data: dict[str, Any], headers: dict[str, str]) -> bytes:
             raise BadRequest("'payload_base64' is not valid base64") from None
         headers.setdefault("content-type", "application/octet-stream")
         return body
-    return to_body(data["payload"], headers)  # JSON has no bytes: text or a JSON value
+    try:
+        return to_body(data["payload"], headers)  # JSON has no bytes: text or a JSON value
+    except RecursionError:  # orjson reads 1024 levels; writing them back overflows the stack
+        raise BadRequest("'payload' is nested too deeply to be sent") from None
 
 
 def _headers(data: dict[str, Any], limits: SessionLimits) -> dict[str, str]:
@@ -136,12 +189,12 @@ def user_of(broker: Broker, request: web.Request) -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:
-            login, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+            name, _, passcode = base64.b64decode(value.strip()).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise AuthError("malformed Basic credentials") from None
-        headers = {"login": login, "passcode": passcode}
+        headers = {"login": name, "passcode": passcode}
     creds = Credentials(headers, {k.lower(): v for k, v in request.headers.items()}, dict(request.query))
-    user = broker.authenticator.authenticate(creds)
+    user = login(broker.authenticator, creds, request.remote or "")
     if not user:
         raise AuthError("no user")
     return user
@@ -160,20 +213,11 @@ class PublishApi:
             given = token.strip() if scheme.lower() == "bearer" else ""
         return hmac.compare_digest(given.encode("utf-8"), self._key)
 
-    async def _json(self, request: web.Request) -> dict[str, Any]:
-        try:
-            data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("the request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the request body must be a JSON object")
-        return data
-
     async def _run(self, request: web.Request, user_route: bool) -> web.Response:
         if not self._authorized(request):
             return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
         try:
-            data = await self._json(request)
+            data = await read_json_object(request)
             limits = self.broker.limits
             destination = _destination(data, limits)
             headers = _headers(data, limits)
@@ -197,7 +241,7 @@ class PublishApi:
                 if user is not None and (problem := user_name_problem(user)) is not None:
                     raise BadRequest(f"user destination: {problem}")
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return _error(exc.status, str(exc))
         if len(body) > self.broker.limits.max_frame_size:
             return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
         delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
@@ -218,19 +262,20 @@ class PublishApi:
         the node's authenticator) or by a backend (API key + ``user``).
         """
         try:
-            data = await self._json(request)
+            # Who asks comes first: an unknown caller does not get its body parsed.
+            backend = self._authorized(request)
+            user = None if backend else self._user_of(request)
+            data = await read_json_object(request)
             destination = _destination(data, self.broker.limits)
             rules = self.broker.rules
             if destination.startswith(rules.user_prefix):
                 destination = destination[len(rules.user_root) :]
             if not rules.is_broker(destination):
                 raise BadRequest(f"destination {destination!r} must start with a broker prefix")
-            if self._authorized(request):
+            if user is None:
                 user = _user(data)
-            else:
-                user = self._user_of(request)
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return _error(exc.status, str(exc))
         except AuthError as exc:
             return _error(401, f"authentication failed: {exc}")
         try:
