@@ -124,13 +124,15 @@ class Node:
                 client_url=sj.client_url,
                 allowed_origins=list(sj.allowed_origins),
                 max_message_size=sockjs_message_limit(cfg.stomp.max_frame_size),
+                body_timeout_s=cfg.server.connections.body_timeout_s,
             )
             endpoint = stomp_sockjs_endpoint(self.broker, sj.path, options, cfg.server.max_outbound_buffer)
             endpoint.add_routes(app.router)
             self._sockjs.append(endpoint)
         if cfg.api.enabled:
             assert cfg.api.key is not None
-            app.add_routes(PublishApi(self.broker, self.bus, cfg.api.key).routes(cfg.api.prefix))
+            api = PublishApi(self.broker, self.bus, cfg.api.key, cfg.server.connections.body_timeout_s)
+            app.add_routes(api.routes(cfg.api.prefix))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         for static in cfg.server.static:

@@ -25,7 +25,7 @@ from stompgate.transport.limits import ConnectionGate, RefusalLog, parse_network
 
 from . import hostile
 from .hostile import Probe, assert_unharmed
-from .nodes import NodeProcess
+from .nodes import API_KEY, NodeProcess
 from .sockjsclient import Connection
 from .stompclient import WsStomp
 
@@ -441,3 +441,89 @@ async def test_total_cap_counts_every_listener_and_refuses_clearly(node_factory)
     await asyncio.sleep(0.3)
     after = await idle_stats(node)  # every slot came back
     assert_unharmed(idle, after, what="after the total cap was reached")
+
+
+# ----------------------------------------------------------- slow bodies
+
+
+BODY_S = 1.0
+
+
+async def slow_body(port: int, head: bytes, first: bytes, trickle: bool) -> tuple[float, bytes, float]:
+    """Send a head and part of a body, then nothing (or a byte now and then).
+
+    Returns (seconds to the response, the response, seconds to the close).
+    """
+    reader, writer = await connect_from("127.0.0.1", port)
+    start = time.monotonic()
+    writer.write(head + first)
+
+    async def drip() -> None:
+        with suppress(Exception):
+            while True:
+                await asyncio.sleep(0.2)
+                writer.write(b" ")
+
+    dripping = asyncio.ensure_future(drip()) if trickle else None
+    try:
+        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BODY_S + 3)
+        answered = time.monotonic() - start
+        rest = await read_all(reader, BODY_S + 3)
+        assert rest is not None, "the connection stayed open after the 408"
+        return answered, response + rest, time.monotonic() - start
+    finally:
+        if dripping is not None:
+            dripping.cancel()
+        close(writer)
+
+
+def post_head(path: str, length: int, content_type: str = "application/json", extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_slow_bodies_get_408_within_the_body_timeout(node_factory) -> None:
+    """The publish API's JSON and SockJS xhr_send / jsonp_send bodies: 408 and a close, on time."""
+    node = node_factory(
+        {
+            "server": {
+                "connections": {"body_timeout_s": BODY_S, "header_timeout_s": 10},
+                "sockjs": [{"path": "/sjs", "disconnect_delay_s": 60}],
+            }
+        }
+    )
+    # A SockJS session to send to.
+    reader, writer = await connect_from("127.0.0.1", node.port)
+    writer.write(b"POST /sjs/000/slow/xhr HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readuntil(b"o\n"), 5)).startswith(b"HTTP/1.1 200")
+    cases: list[tuple[str, bytes, bytes]] = [
+        ("api", post_head("/api/publish", 200, extra=f"Authorization: Bearer {API_KEY}\r\n"), b'{"destination": '),
+        ("xhr_send", post_head("/sjs/000/slow/xhr_send", 200, "text/plain"), b'["CONNE'),
+        ("jsonp_send", post_head("/sjs/000/slow/jsonp_send", 200, "application/x-www-form-urlencoded"), b"d=%5B"),
+    ]
+    idle = await idle_stats(node)
+    probe = await new_probe(node)
+
+    async def attack() -> None:  # 30 slow bodies at a time, over and over
+        while True:
+            await asyncio.gather(
+                *(slow_body(node.port, head, first, True) for _, head, first in cases * 10), return_exceptions=True
+            )
+
+    try:
+        attacked = await hostile.while_attacked(probe, attack())
+    finally:
+        await probe.close()
+    assert_unharmed(idle, attacked, what="slow bodies")
+    timed = [(name, head, first, trickle) for name, head, first in cases for trickle in (False, True)]
+    results = await asyncio.gather(*(slow_body(node.port, head, first, trickle) for _, head, first, trickle in timed))
+    for (name, _, _, trickle), (answered, response, closed) in zip(timed, results):
+        what = f"{name} ({'trickling' if trickle else 'stalled'})"
+        assert response.startswith(b"HTTP/1.1 408"), f"{what}: {response[:200]!r}"
+        assert b"Connection: close" in response, f"{what}: {response[:300]!r}"
+        assert BODY_S * 0.9 < answered < BODY_S + 1.0, f"{what}: 408 after {answered:.2f} s"
+        # after the 408 the node drains the body for at most min(5 s, body_timeout_s)
+        assert closed < 2 * BODY_S + 1.0, f"{what}: closed after {closed:.2f} s"
+    close(writer)

@@ -35,6 +35,10 @@ class BadRequest(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive in time: 408, and the connection is closed."""
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -126,10 +130,12 @@ def user_of(broker: Broker, request: web.Request) -> str:
 
 
 class PublishApi:
-    def __init__(self, broker: Broker, bus: Any, api_key: str) -> None:
+    def __init__(self, broker: Broker, bus: Any, api_key: str, body_timeout_s: float = 15.0) -> None:
         self.broker = broker
         self.bus = bus
         self._key = api_key.encode("utf-8")
+        # A client that trickles its body would hold the connection (and this handler) forever.
+        self._body_timeout_s = body_timeout_s
 
     def _authorized(self, request: web.Request) -> bool:
         given = request.headers.get("X-API-Key")
@@ -140,12 +146,20 @@ class PublishApi:
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
-            data = await request.json()
+            async with asyncio.timeout(self._body_timeout_s):
+                data = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadRequest("the request body is not valid JSON") from None
+        except TimeoutError:
+            raise BodyTimeout() from None
         if not isinstance(data, dict):
             raise BadRequest("the request body must be a JSON object")
         return data
+
+    def _body_timeout(self) -> web.Response:
+        response = _error(408, f"the request body did not arrive within {self._body_timeout_s:g} s")
+        response.force_close()
+        return response
 
     async def _run(self, request: web.Request, user_route: bool) -> web.Response:
         if not self._authorized(request):
@@ -173,6 +187,8 @@ class PublishApi:
                 destination, user = target.destination, target.user
         except BadRequest as exc:
             return _error(400, str(exc))
+        except BodyTimeout:
+            return self._body_timeout()
         if len(body) > self.broker.limits.max_frame_size:
             return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
         delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
@@ -206,6 +222,8 @@ class PublishApi:
                 user = self._user_of(request)
         except BadRequest as exc:
             return _error(400, str(exc))
+        except BodyTimeout:
+            return self._body_timeout()
         except AuthError as exc:
             return _error(401, f"authentication failed: {exc}")
         try:
