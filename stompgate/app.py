@@ -22,6 +22,8 @@ from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
 from .sockjs import SockJSEndpoint, SockJSOptions
+from .transport.httpsite import GatedSite, handler_kwargs
+from .transport.limits import ConnectionGate, derived_max_connections, open_file_limit, parse_networks
 from .transport.sockjs import sockjs_message_limit, stomp_sockjs_endpoint
 from .transport.tcp import start_tcp_server
 from .transport.websocket import WebSocketOutbound, websocket_handler
@@ -102,7 +104,22 @@ class Node:
         self._sockjs: list[SockJSEndpoint] = []
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
+        self.gate = self._make_gate()
         self.app = self._make_app()
+
+    def _make_gate(self) -> ConnectionGate:
+        """One count of open connections for every listener of this process."""
+        conn = self.config.server.connections
+        derived = derived_max_connections()
+        if conn.max is not None and conn.max > derived:
+            log.warning(
+                "server.connections.max %d is above what the open-file limit (ulimit -n %d) leaves for "
+                "connections (%d): past it, connections fail instead of being refused",
+                conn.max,
+                open_file_limit(),
+                derived,
+            )
+        return ConnectionGate(conn.max or derived, conn.per_address, parse_networks(conn.exempt))
 
     def _make_app(self) -> web.Application:
         cfg = self.config
@@ -120,18 +137,20 @@ class Node:
                 client_url=sj.client_url,
                 allowed_origins=list(sj.allowed_origins),
                 max_message_size=sockjs_message_limit(cfg.stomp.max_frame_size),
+                body_timeout_s=cfg.server.connections.body_timeout_s,
             )
             endpoint = stomp_sockjs_endpoint(self.broker, sj.path, options, cfg.server.max_outbound_buffer)
             endpoint.add_routes(app.router)
             self._sockjs.append(endpoint)
         if cfg.api.enabled:
             assert cfg.api.key is not None
-            app.add_routes(PublishApi(self.broker, self.bus, cfg.api.key).routes(cfg.api.prefix))
+            api = PublishApi(self.broker, self.bus, cfg.api.key, cfg.server.connections.body_timeout_s)
+            app.add_routes(api.routes(cfg.api.prefix))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         for static in cfg.server.static:
             self._add_static(app, static.path.rstrip("/"), static.dir)
-        context = NodeContext(app, self.broker, self.bus, self.node_id)
+        context = NodeContext(app, self.broker, self.bus, self.node_id, cfg.server.connections.body_timeout_s)
         for path in cfg.server.extensions:
             load_extension(path, context)
         return app
@@ -190,18 +209,28 @@ class Node:
         self._expire_offline()
         if self.config.server.memory_budget:
             self._check_budget()
+        conn = cfg.connections
+        # keepalive_timeout doubles as the header timeout (transport/httpsite.py).
+        kwargs = handler_kwargs(conn.header_timeout_s, conn.body_timeout_s)
         # handler_cancellation: a client that drops a waiting SockJS poll is noticed at once.
         self._runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=1, handler_cancellation=True
+            self.app, handle_signals=False, shutdown_timeout=1, handler_cancellation=True, **kwargs
         )
         await self._runner.setup()
         # TCP first: once /health answers, every listener accepts connections.
         shared = cfg.workers > 1  # the workers of stompgate.workers share the ports
         if cfg.tcp.enabled:
             self._tcp = await start_tcp_server(
-                self.broker, cfg.tcp.host, cfg.tcp.port, cfg.max_outbound_buffer, reuse_port=shared
+                self.broker,
+                cfg.tcp.host,
+                cfg.tcp.port,
+                cfg.max_outbound_buffer,
+                reuse_port=shared,
+                gate=self.gate,
             )
-        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True, reuse_port=shared, backlog=1024)
+        site = GatedSite(
+            self._runner, self.gate, cfg.host, cfg.port, kwargs=kwargs, reuse_port=shared, backlog=1024
+        )
         await site.start()
         log.info(
             "stompgate %s node %s listening on http://%s:%d (websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",
@@ -217,6 +246,15 @@ class Node:
         )
         for static in cfg.static:
             log.info("serving %s at http://%s:%d%s/", static.dir, cfg.host, cfg.port, static.path.rstrip("/"))
+        log.info(
+            "connections: at most %d, %d per address (exempt: %s); "
+            "request heads within %g s, bodies within %g s",
+            self.gate.max_total,
+            self.gate.per_address,
+            ", ".join(conn.exempt) or "none",
+            conn.header_timeout_s,
+            conn.body_timeout_s,
+        )
 
     async def stop(self) -> None:
         """Tell every client the server is going away (ERROR + 1012), then stop listening."""
@@ -236,6 +274,7 @@ class Node:
         if self._tcp is not None:
             with suppress(Exception):
                 await asyncio.wait_for(self._tcp.wait_closed(), 1)
+        self.gate.close()
         log.info("stompgate node %s stopped", self.node_id)
 
 

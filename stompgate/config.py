@@ -97,6 +97,39 @@ class StaticConfig:
 
 
 @dataclass
+class ConnectionsConfig:
+    """Caps and timeouts of client connections, per node process (docs/configuration.md says why)."""
+
+    # Open connections in total over every listener; None: the open-file limit less a reserve.
+    max: int | None = None
+    # Open connections from one client address (IPv6: one /64).
+    per_address: int = 256
+    # Addresses and networks the per-address cap does not apply to: a reverse proxy
+    # on the same host makes every connection come from loopback.
+    exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    # A request head (request line and headers) must be complete this long after the
+    # connection opened or its previous response ended; also how long an idle
+    # keep-alive connection stays open.
+    header_timeout_s: float = 10.0
+    # A request body the node reads (publish API, SockJS sends) must arrive within this.
+    body_timeout_s: float = 15.0
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if self.max is not None:
+            _positive(self.max, f"{path}.max", problems)
+        _positive(self.per_address, f"{path}.per_address", problems)
+        for i, entry in enumerate(self.exempt):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                problems.append(
+                    f"{path}.exempt[{i}]: expected an IP address or network (10.0.0.0/8), got {entry!r}"
+                )
+        _positive(self.header_timeout_s, f"{path}.header_timeout_s", problems)
+        _positive(self.body_timeout_s, f"{path}.body_timeout_s", problems)
+
+
+@dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -115,6 +148,7 @@ class ServerConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     # Processes serving this config's ports (SO_REUSEPORT), each a node of the cluster.
     workers: int = 1
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         _port(self.port, f"{path}.port", problems)

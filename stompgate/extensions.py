@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .broker.names import destination_problem, user_name_problem
+from .broker.names import destination_problem, header_problem, is_reserved, user_name_problem
 from .convert import to_body
 from .http.api import BadRequest, publish, read_json_object, user_of
 
@@ -36,18 +36,19 @@ class ExtensionError(Exception):
 class NodeContext:
     """What an extension's ``setup`` receives: the aiohttp app and a small sending API."""
 
-    def __init__(self, app: web.Application, broker: Broker, bus: Any, node_id: str) -> None:
+    def __init__(self, app: web.Application, broker: Broker, bus: Any, node_id: str, body_timeout_s: float = 15.0) -> None:
         self.app = app
         self.broker = broker
         self.bus = bus
         self.node_id = node_id
+        self.body_timeout_s = body_timeout_s
 
     def user_of(self, request: web.Request) -> str:
         """The request's user, by the node's authenticator; raises ``AuthError``."""
         return user_of(self.broker, request)
 
     async def json_body(self, request: web.Request) -> dict[str, Any]:
-        """The body as a JSON object; raises ``BadRequest`` (``.status`` 400, 413 or 415, and why).
+        """The body as a JSON object; raises ``BadRequest`` (``.status`` 400, 408, 413 or 415, and why).
 
         Only ``Content-Type: application/json`` is read: a page on another site
         cannot send that without a CORS preflight (which the node does not
@@ -55,7 +56,7 @@ class NodeContext:
         cross-site by a form. Hostile bodies (deep nesting, lone surrogates,
         too large) are refused, never a 500.
         """
-        return await read_json_object(request)
+        return await read_json_object(request, self.body_timeout_s)
 
     async def convert_and_send_to_user(
         self, user: str, destination: str, payload: Any, headers: dict[str, str] | None = None
@@ -70,10 +71,14 @@ class NodeContext:
         rules = self.broker.rules
         if user is not None and destination.startswith(rules.user_prefix):
             destination = destination[len(rules.user_root) :]
-        _check(destination, user)
+        self._check(destination, user)
         if not rules.is_broker(destination):
             raise ValueError(f"destination {destination!r} must start with a broker prefix")
         hdrs = dict(headers or {})
+        for name, value in hdrs.items():
+            problem = header_problem(name, value) or (f"header {name!r} is set by the broker" if is_reserved(name) else None)
+            if problem is not None:
+                raise ValueError(problem)
         body = to_body(payload, hdrs)
         delivered, error = await publish(self.broker, self.broker.message(destination, hdrs, body, user))
         if error is not None:
@@ -85,17 +90,17 @@ class NodeContext:
         rules = self.broker.rules
         if destination.startswith(rules.user_prefix):
             destination = destination[len(rules.user_root) :]
-        _check(destination, user)
+        self._check(destination, user)
         if not rules.is_broker(destination):
             raise ValueError(f"destination {destination!r} must start with a broker prefix")
         return list(await self.bus.pull(user, destination))
 
-
-def _check(destination: str, user: str | None) -> None:
-    """An extension passes on what its requests carried: the same checks as a STOMP frame's."""
-    problem = destination_problem(destination) or (user_name_problem(user) if user is not None else None)
-    if problem is not None:
-        raise ValueError(problem)
+    def _check(self, destination: str, user: str | None) -> None:
+        """An extension passes on what its requests carried: the same checks as a STOMP frame's."""
+        problem = destination_problem(destination, self.broker.limits.max_destination_length)
+        problem = problem or (user_name_problem(user) if user is not None else None)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 def load_extension(path: str, node: NodeContext) -> None:

@@ -101,11 +101,64 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "bus": {"type": "redis", "redis": {"url": "redis://h:99999"}}},
             "bus.redis.url: 'redis://h:99999': Port out of range",
         ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"max": 0}}},
+            "server.connections.max: must be > 0, got 0",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"per_address": -1}}},
+            "server.connections.per_address: must be > 0, got -1",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"per_address": "many"}}},
+            "server.connections.per_address: expected an integer, got 'many'",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": ["localhost"]}}},
+            "server.connections.exempt[0]: expected an IP address or network (10.0.0.0/8), got 'localhost'",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": ["10.0.0.0/33"]}}},
+            "server.connections.exempt[0]: expected an IP address or network",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": "127.0.0.1"}}},
+            "server.connections.exempt: expected a list",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"header_timeout_s": 0}}},
+            "server.connections.header_timeout_s: must be > 0, got 0",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"body_timeout_s": -5}}},
+            "server.connections.body_timeout_s: must be > 0, got -5",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"per_adress": 5}}},
+            "server.connections.per_adress: unknown key (did you mean 'per_address'?)",
+        ),
     ],
 )
 def test_each_problem_names_its_key(tmp_path: Path, data: dict, expected: str) -> None:
     found = problems(tmp_path, data)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_connection_limits_defaults_and_overrides(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}), env={})
+    conn = config.server.connections
+    assert conn.max is None  # derived from the open-file limit when the node starts
+    assert (conn.per_address, conn.exempt) == (256, ["127.0.0.0/8", "::1"])
+    assert (conn.header_timeout_s, conn.body_timeout_s) == (10.0, 15.0)
+    env = {
+        "STOMPGATE_SERVER__CONNECTIONS__MAX": "5000",
+        "STOMPGATE_SERVER__CONNECTIONS__EXEMPT": "[]",
+        "STOMPGATE_SERVER__CONNECTIONS__HEADER_TIMEOUT_S": "5",
+    }
+    conn = load_config(write(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}), env=env).server.connections
+    assert (conn.max, conn.exempt, conn.header_timeout_s) == (5000, [], 5.0)
+    data = {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]}}}
+    assert load_config(write(tmp_path, data), env={}).server.connections.exempt == ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
 
 
 def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:

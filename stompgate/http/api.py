@@ -42,8 +42,11 @@ class BadRequest(Exception):
         self.status = status
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request's body as a JSON object, or BadRequest (415, 413 or 400) saying what is wrong."""
+async def read_json_object(request: web.Request, timeout_s: float | None = None) -> dict[str, Any]:
+    """The request's body as a JSON object, or BadRequest (415, 413, 408 or 400) saying what is wrong.
+
+    ``timeout_s`` bounds the wait for the whole body (server.connections.body_timeout_s).
+    """
     if request.content_type != "application/json":
         raise BadRequest(
             f"the request body must be JSON sent as 'Content-Type: application/json', "
@@ -54,9 +57,12 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if (request.content_length or 0) > request.client_max_size:
         raise too_large  # refused before a byte of it is read
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
+    except TimeoutError:
+        raise BodyTimeout(timeout_s or 0) from None
     if not raw.strip():
         raise BadRequest("the request body is empty: a JSON object is expected")
     try:
@@ -82,8 +88,22 @@ def _json_problem(exc: orjson.JSONDecodeError) -> str:
     return f"{what} (line {exc.lineno}, column {exc.colno})"
 
 
+class BodyTimeout(BadRequest):
+    """The request body did not arrive in time: 408, and the connection is closed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s", 408)
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _refused(exc: BadRequest) -> web.Response:
+    response = _error(exc.status, str(exc))
+    if isinstance(exc, BodyTimeout):  # a client that trickles its body does not keep the connection
+        response.force_close()
+    return response
 
 
 def _payload(data: dict[str, Any], headers: dict[str, str]) -> bytes:
@@ -201,10 +221,12 @@ def user_of(broker: Broker, request: web.Request) -> str:
 
 
 class PublishApi:
-    def __init__(self, broker: Broker, bus: Any, api_key: str) -> None:
+    def __init__(self, broker: Broker, bus: Any, api_key: str, body_timeout_s: float = 15.0) -> None:
         self.broker = broker
         self.bus = bus
         self._key = api_key.encode("utf-8")
+        # A client that trickles its body would hold the connection (and this handler) forever.
+        self._body_timeout_s = body_timeout_s
 
     def _authorized(self, request: web.Request) -> bool:
         given = request.headers.get("X-API-Key")
@@ -217,7 +239,7 @@ class PublishApi:
         if not self._authorized(request):
             return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
         try:
-            data = await read_json_object(request)
+            data = await read_json_object(request, self._body_timeout_s)
             limits = self.broker.limits
             destination = _destination(data, limits)
             headers = _headers(data, limits)
@@ -241,7 +263,7 @@ class PublishApi:
                 if user is not None and (problem := user_name_problem(user)) is not None:
                     raise BadRequest(f"user destination: {problem}")
         except BadRequest as exc:
-            return _error(exc.status, str(exc))
+            return _refused(exc)
         if len(body) > self.broker.limits.max_frame_size:
             return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
         delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
@@ -265,7 +287,7 @@ class PublishApi:
             # Who asks comes first: an unknown caller does not get its body parsed.
             backend = self._authorized(request)
             user = None if backend else self._user_of(request)
-            data = await read_json_object(request)
+            data = await read_json_object(request, self._body_timeout_s)
             destination = _destination(data, self.broker.limits)
             rules = self.broker.rules
             if destination.startswith(rules.user_prefix):
@@ -275,7 +297,7 @@ class PublishApi:
             if user is None:
                 user = _user(data)
         except BadRequest as exc:
-            return _error(exc.status, str(exc))
+            return _refused(exc)
         except AuthError as exc:
             return _error(401, f"authentication failed: {exc}")
         try:

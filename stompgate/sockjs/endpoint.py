@@ -96,6 +96,8 @@ class SockJSOptions:
     # Origins allowed to use the endpoint ("*": any), e.g. "https://app.example.com".
     allowed_origins: list[str] = field(default_factory=lambda: ["*"])
     max_message_size: int = 1024 * 1024
+    # A send (xhr_send, jsonp_send) whose body takes longer gets 408 and its connection closes.
+    body_timeout_s: float = 15.0
 
 
 class _Refused(Exception):
@@ -537,11 +539,17 @@ class SockJSEndpoint:
             raise too_big
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.options.body_timeout_s):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+                    chunks.append(chunk)
+        except TimeoutError:
+            slow = _plain(408, f"the request body did not arrive within {self.options.body_timeout_s:g} s")
+            slow.force_close()
+            raise _Refused(slow) from None
         return b"".join(chunks)
 
     # ------------------------------------------------------------ websocket

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..broker.session import Session
 from . import slow_consumer
+from .limits import ConnectionGate, GateProtocol, stomp_refusal
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -18,9 +19,12 @@ log = logging.getLogger(__name__)
 class StompTcpProtocol(asyncio.Protocol):
     """One TCP connection; it is also the session's Outbound."""
 
-    def __init__(self, broker: Broker, max_outbound_buffer: int) -> None:
+    def __init__(
+        self, broker: Broker, max_outbound_buffer: int, on_lost: Callable[[], None] | None = None
+    ) -> None:
         self._broker = broker
         self._limit = max_outbound_buffer
+        self._on_lost = on_lost  # gives the connection's slot back to the gate
         self._transport: asyncio.Transport | None = None
         self.session: Session | None = None
 
@@ -44,6 +48,9 @@ class StompTcpProtocol(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._on_lost is not None:
+            self._on_lost()
+            self._on_lost = None
         if self.session is not None:
             self.session.connection_lost()
 
@@ -75,9 +82,22 @@ class StompTcpProtocol(asyncio.Protocol):
 
 
 async def start_tcp_server(
-    broker: Broker, host: str, port: int, max_outbound_buffer: int, reuse_port: bool = False
+    broker: Broker,
+    host: str,
+    port: int,
+    max_outbound_buffer: int,
+    reuse_port: bool = False,
+    gate: ConnectionGate | None = None,
 ) -> asyncio.Server:
+    """The listener; with a ``gate``, a connection past its caps gets an ERROR frame and no session."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: StompTcpProtocol(broker, max_outbound_buffer), host, port, reuse_address=True, reuse_port=reuse_port
-    )
+    factory: Callable[[], asyncio.Protocol]
+    if gate is None:
+        factory = lambda: StompTcpProtocol(broker, max_outbound_buffer)  # noqa: E731
+    else:
+
+        def admitted(release: Callable[[], None]) -> asyncio.Protocol:
+            return StompTcpProtocol(broker, max_outbound_buffer, release)
+
+        factory = lambda: GateProtocol(gate, admitted, stomp_refusal)  # noqa: E731
+    return await loop.create_server(factory, host, port, reuse_address=True, reuse_port=reuse_port)
