@@ -23,7 +23,7 @@ from typing import Callable
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
-from bench.core import NoScheduler, NullOut, connect  # noqa: E402
+from bench.core import connect  # noqa: E402
 from stompgate.broker import Broker, BrokerSettings, DevAuthenticator  # noqa: E402
 from stompgate.stomp import Frame, FrameParser, serialize  # noqa: E402
 

@@ -30,7 +30,7 @@ from stompgate.logs import RateLimitedLog
 from stompgate.stomp import Frame
 
 from .nodes import API_KEY, ROOT, NodeProcess
-from .stompclient import Closed, WsStomp
+from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

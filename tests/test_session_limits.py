@@ -22,9 +22,14 @@ from stompgate.broker import SessionLimits
 from stompgate.broker.message import Message
 from stompgate.stomp import Frame, serialize
 
-from .test_session import CLOSE_POLICY, Env, env, make_env  # noqa: F401 - env is a fixture
+from .test_session import CLOSE_POLICY, Env, make_env
 
 UNLIMITED = dict(frames_per_s=0.0, bytes_per_s=0.0)
+
+
+@pytest.fixture(name="env")
+def env_fixture() -> Env:
+    return make_env()
 
 
 def packed_sends(count: int, destination: str = "/topic/a", body: bytes = b"x") -> bytes:
