@@ -39,6 +39,9 @@ class NullOut:
     def buffered(self) -> int:
         return 0
 
+    def abort(self) -> None:
+        pass
+
 
 class NoTimer:
     def cancel(self) -> None:

@@ -196,6 +196,8 @@ class Node:
                 f"server memory budget exceeded: this session held {size} bytes; closed first as the heaviest",
                 code=CLOSE_POLICY,
             )
+            # The ERROR goes out if the peer reads; its buffers are freed in a second either way.
+            asyncio.get_running_loop().call_later(1.0, session.out.abort)
         self._budget_timer = asyncio.get_running_loop().call_later(1.0, self._check_budget)
 
     def _expire_offline(self) -> None:

@@ -145,5 +145,10 @@ async def while_attacked(probe: Probe, attack, samples: int = 20) -> Stats:  # t
         await asyncio.sleep(0.05)  # let the attack reach the node first
         return await probe.measure(samples)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancellation that races with its
+        # result, and an attack loop would then go on: cancel until it is done.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        if not task.cancelled() and task.exception() is not None:
+            raise AssertionError(f"the attack itself failed: {task.exception()!r}")

@@ -87,6 +87,11 @@ class RecordingOutbound:
     def buffered(self) -> int:
         return self.unsent
 
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
 
 class Timer:
     def __init__(self, when: float, delay: float, callback: Callable[[], Any]) -> None:

@@ -149,7 +149,7 @@ def test_a_flooder_stops_being_read_at_its_inflight_share() -> None:
     flooder.session.receive_data(packed_sends(40, body=b"y" * 100))
     assert not flooder.out.reading
     taken = len(bus.held)
-    assert 2000 < flooder.session.inflight < 2000 + 200
+    assert 2000 < flooder.session.inflight < 2000 + 400  # one message past the share at most
     innocent = env.connected("innocent")
     innocent.publish("/topic/a", b"hi")
     assert innocent.out.reading and len(bus.held) == taken + 1
@@ -161,11 +161,16 @@ def test_a_flooder_stops_being_read_at_its_inflight_share() -> None:
     assert flooder.out.reading and flooder.session.inflight == 0
 
 
-def test_a_congested_bus_pauses_publishers_until_it_has_room() -> None:
-    env = make_env(limits=SessionLimits(**UNLIMITED))
+def test_a_congested_bus_pauses_its_big_senders_until_it_has_room() -> None:
+    """Congested (Redis slow or away): who holds an eighth of its share or more waits; an occasional sender does not."""
+    env = make_env(limits=SessionLimits(max_inflight_bytes=2400, **UNLIMITED))
     bus = env.broker.bus = SlowBus()  # type: ignore[assignment]
     alice = env.connected("alice")
+    occasional = env.connected("occasional")
     bus.congested = True
+    occasional.send("SEND", {"destination": "/topic/a"})
+    assert occasional.out.reading  # ~270 bytes held: under 2400 / 8 = 300
+    bus.take_all()
     alice.publish("/topic/a", b"one")
     alice.publish("/topic/a", b"two")  # read before the transport stopped: waits in the session
     assert not alice.out.reading and len(bus.held) == 1

@@ -268,9 +268,15 @@ class Broker:
     # ----------------------------------------------------------- flow control
 
     def flow_blocked(self, session: Session) -> bool:
-        """Whether ``session`` must stop publishing for now: its own unsent share is
-        spent, or the bus as a whole holds too much (Redis slow or away)."""
-        return session.inflight > self.limits.max_inflight_bytes or (self.bus is not None and self.bus.congested)
+        """Whether ``session`` must stop publishing for now.
+
+        Its own unsent share is spent; or the bus as a whole holds too much (Redis
+        slow or away) and this session holds an eighth of its share or more: the
+        big senders wait, one that sends now and then does not.
+        """
+        inflight = session.inflight
+        share = self.limits.max_inflight_bytes
+        return inflight > share or (inflight > share // 8 and self.bus is not None and self.bus.congested)
 
     def wait_for_room(self, session: Session) -> None:
         self._waiting_room[session] = None

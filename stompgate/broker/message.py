@@ -34,7 +34,7 @@ class Message:
         self.user = user
         self.shown = shown if shown is not None else destination
         # Bytes it stands for in buffers and limits: the frame's size when a client sent it.
-        self.size = len(body) + len(destination) + 64
+        self.size = len(body) + len(destination) + 256
         self._binary: bool | None = None
         self._tails: dict[object, bytes] = {}  # by version, or (version, text, nul) for changed bodies
 

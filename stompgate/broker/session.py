@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
+from ..logs import RateLimitedLog
 from .auth import AuthError, Credentials, login
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .names import RESERVED_HEADERS, destination_problem, header_problem, is_reserved, user_name_problem
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from .message import Message
 
 log = logging.getLogger(__name__)
+# A client can make closes happen at will (connect timeouts, bad frames): a line
+# each, but a flood of them is counted, not written.
+_closes = RateLimitedLog(log, "session closes", level=logging.INFO, burst=100, interval_s=10.0)
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
 CLOSE_NORMAL = 1000
@@ -54,6 +58,9 @@ class Outbound(Protocol):
 
     def buffered(self) -> int:
         """Bytes written to this peer and not yet taken by the kernel (the node's memory budget)."""
+
+    def abort(self) -> None:
+        """Close now, dropping what is unsent: for a peer that does not read (its buffers are freed at once)."""
 
 
 @runtime_checkable
@@ -115,6 +122,11 @@ class StompSessionError(Exception):
         self.detail = detail
         self.headers = headers or {}
 
+
+# What a message costs the node besides its frame's bytes while the bus holds it
+# (its outbox entry, the bus's JSON head): counted in flow control and the outbox
+# limits, so that a flood of tiny frames is bounded in number, too.
+MESSAGE_OVERHEAD = 256
 
 # Why a session is not reading its input now; the transport reads while none is set.
 _TURN = 1  # this loop turn's share of frames is spent: the rest waits for the next turn
@@ -478,7 +490,7 @@ class Session:
                 raise StompSessionError(problem)
             headers[name] = value
         message = self.broker.message(target.destination, headers, frame.body, target.user)
-        message.size = self._frame_size
+        message.size = self._frame_size + MESSAGE_OVERHEAD
         receipt = frame.headers.get("receipt") if "transaction" not in frame.headers else None
         self.inflight += message.size
         if receipt is None and not self._committing:
@@ -762,7 +774,7 @@ class Session:
         if code == CLOSE_INTERNAL:
             log.error("session %s closed: %s", self.id, message)
         else:
-            log.info("session %s (%s %s) closed: %s", self.id, self.remote, self.user or "-", message)
+            _closes.log("session %s (%s %s) closed: %s", self.id, self.remote, self.user or "-", message, key=self.remote)
         self.broker.stats.errors += 1
         self._write(serialize(Frame("ERROR", error, body), self.version if self.connected else None), False)
         self.close(code, message)
@@ -774,6 +786,15 @@ class Session:
         self.closed = True
         self._cleanup()
         self.out.close(code, reason)
+
+    def drop(self, reason: str) -> None:
+        """End a session whose peer does not read: closed, and its unsent output dropped now.
+
+        A plain close waits for the unsent bytes to be flushed, which for such a
+        peer is never: its buffers (and file descriptor) would stay.
+        """
+        self.close(CLOSE_POLICY, reason)
+        self.out.abort()
 
     def connection_lost(self) -> None:
         """The transport is gone (peer closed, network error)."""

@@ -148,6 +148,14 @@ class HttpReceiver:
         self._ended = True
         self._event.set()
 
+    def abort(self) -> None:
+        self._chunks.clear()
+        self._pending = 0
+        self._ended = True
+        self._event.set()
+        if self._transport is not None:
+            self._transport.abort()  # type: ignore[attr-defined]
+
     def buffered(self) -> int:
         transport = self._transport
         size = self._pending
@@ -193,6 +201,11 @@ class WebSocketReceiver:
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()  # type: ignore[attr-defined]
 
+    def abort(self) -> None:
+        self.ended = True
+        self._transport.abort()  # type: ignore[attr-defined]
+        wake(self._ws)
+
 
 class RawSession:
     """The raw ``/websocket`` entry point: no framing, one WebSocket message per message."""
@@ -233,6 +246,10 @@ class RawSession:
 
     def resume_reading(self) -> None:
         self._input.set()
+
+    def abort(self) -> None:
+        self.close(1002, "Connection aborted")
+        self._transport.abort()  # type: ignore[attr-defined]
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()  # type: ignore[attr-defined]

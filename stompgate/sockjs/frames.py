@@ -45,8 +45,10 @@ def decode_payload(text: str, single_allowed: bool = False) -> list[str]:
     if not text:
         raise PayloadError("Payload expected.")
     try:
+        # The standard library's json, not orjson: a payload may hold half of a
+        # surrogate pair that stompjs 2.x cut between two messages (rejoined later).
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." thousands deep
         raise PayloadError("Broken JSON encoding.") from None
     if isinstance(value, str) and single_allowed:
         return [value]

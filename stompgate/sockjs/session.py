@@ -44,6 +44,9 @@ class Receiver(Protocol):
     def buffered(self) -> int:
         """Bytes written but not yet handed to the kernel."""
 
+    def abort(self) -> None:
+        """Drop what is unwritten and close the connection now."""
+
 
 class Handler(Protocol):
     """What the application gives for each session."""
@@ -251,6 +254,16 @@ class Session:
         if self.state is State.OPEN and handler is not None:
             handler.on_message(text)
 
+    def abort(self) -> None:
+        self._queue = []
+        self._queued = 0
+        receiver = self.receiver
+        self._close(1002, "Connection aborted")
+        if receiver is not None:
+            receiver.abort()
+            self.receiver = None
+            self._start_gc()
+
     # ---------------------------------------------------------- flow control
 
     def pause_reading(self) -> None:
@@ -351,6 +364,10 @@ class Connection:
     def buffered(self) -> int:
         """Outgoing data not yet handed to the kernel: a measure of how slow the client reads."""
         return self._session.buffered()
+
+    def abort(self) -> None:
+        """Close at once, dropping what was queued and not yet sent (a client that does not read)."""
+        self._session.abort()
 
     def pause_reading(self) -> None:
         """Hold further client messages (the application is busy, or over a limit)."""

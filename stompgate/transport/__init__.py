@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..broker.session import CLOSE_POLICY, Session
+from ..broker.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -23,4 +23,4 @@ def slow_consumer(session: Session, unsent: int, limit: int) -> None:
         unsent,
         limit,
     )
-    session.close(CLOSE_POLICY, "slow consumer: too much unsent data")
+    session.drop("slow consumer: too much unsent data")

@@ -45,6 +45,9 @@ class SockJSOutbound:
     def close(self, code: int, reason: str) -> None:
         self._conn.close(code, reason)
 
+    def abort(self) -> None:
+        self._conn.abort()
+
     def pause_reading(self) -> None:
         self._conn.pause_reading()
 

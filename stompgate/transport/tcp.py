@@ -69,6 +69,10 @@ class StompTcpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()  # flushes what is buffered, then closes
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
     def pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()

@@ -127,6 +127,14 @@ class WebSocketOutbound:
         self._reading.set()
         wake(self._ws)
 
+    def abort(self) -> None:
+        self._pending.clear()
+        self._pending_size = 0
+        self.closing = True
+        self._reading.set()
+        self._transport.abort()
+        wake(self._ws)
+
     def pause_reading(self) -> None:
         self._reading.clear()
 
