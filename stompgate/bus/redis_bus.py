@@ -23,7 +23,17 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
@@ -725,7 +735,10 @@ class _Again:
 
 
 # Error replies that describe Redis's state, not the command: retried, never refused.
+# Raw replies (the lean connection) by their first word; redis-py's (a Cluster) by
+# class, since it turns some into exceptions without that word ("The cluster is down").
 _TRANSIENT = ("NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK")
+_TRANSIENT_CLASSES = (NoScriptError, ClusterError, TryAgainError, AskError, ReadOnlyError, BusyLoadingError)
 
 
 def _judge(replies: list[Any]) -> Any:
@@ -735,7 +748,7 @@ def _judge(replies: list[Any]) -> Any:
             text = str(reply)
             if isinstance(reply, NoScriptError):
                 text = "NOSCRIPT " + text
-            if text.split(" ", 1)[0] in _TRANSIENT:
+            if isinstance(reply, _TRANSIENT_CLASSES) or text.split(" ", 1)[0] in _TRANSIENT:
                 return _Again(text)
             return _Refused(text)
         if isinstance(reply, Exception):  # a connection error on a Cluster pipeline: raised for the whole batch

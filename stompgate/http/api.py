@@ -142,11 +142,11 @@ def _headers(data: dict[str, Any], limits: SessionLimits) -> dict[str, str]:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise BadRequest(f"headers.{shown(name)}: must be a string or a number")
         value = str(value)
-        if is_reserved(name):
-            raise BadRequest(f"headers.{shown(name)}: set by the broker, not by the publisher")
         problem = header_problem(name, value)
         if problem is not None:
             raise BadRequest(f"headers: {problem}")
+        if is_reserved(name):  # however spelled: " message-id" is message-id to a client that trims
+            raise BadRequest(f"headers.{name}: set by the broker, not by the publisher")
         if len(name) + 1 + len(value) > limits.max_header_length:
             raise BadRequest(
                 f"headers.{shown(name)}: longer than {limits.max_header_length} characters (stomp.max_header_length)"
