@@ -23,12 +23,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
-from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
-from .keys import PUBLISH_USER, TAKE_STORED, Keys
+from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode, reply_text
+from .keys import PUBLISH_USER, TAKE_STORED, Keys, publish_user_args
 from .outbox import Entry, Kind, Outbox
 from .resp import Address, ReplyError, RespConnection, RespConnectionError, pack
 
@@ -255,7 +255,8 @@ class RedisBus:
     async def _take(self, user: str, destination: str) -> list[bytes]:
         """What is stored for (user, destination), removed from the store."""
         async with self._take_slots:
-            return await self._take_stored(keys=[self.keys.store(user, destination)])
+            keys = [self.keys.store(user, destination), self.keys.store_index(user)]
+            return await self._take_stored(keys=keys, args=[destination])
 
     async def _subscribe(self, user: str, destination: str, channel: str) -> None:
         listener = await self._listener_for(channel)
@@ -293,7 +294,9 @@ class RedisBus:
                 wanted = [self._user_channels.get(channel) for channel, _replay in batch]
                 for found in wanted:
                     if found is not None:
-                        pipe.execute_command("EVALSHA", sha, 1, self.keys.store(found[0], found[1]))
+                        user, destination = found[0], found[1]
+                        store, index = self.keys.store(user, destination), self.keys.store_index(user)
+                        pipe.execute_command("EVALSHA", sha, 2, store, index, destination)
                 results = iter(await pipe.execute())
                 for (channel, replay), found in zip(batch, wanted):
                     raw = next(results) if found is not None else []
@@ -471,8 +474,9 @@ class RedisBus:
             user, destination, payload = args
             bcast = "" if self.directed else keys.user_broadcast(user)
             return [(  # EVALSHA: a cluster pipeline routes it by its keys
-                "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
-                payload, self.limits.max_messages, int(self.limits.ttl_s * 1000), bcast,
+                "EVALSHA", self._publish_user.sha, 3,
+                keys.user_channel(user, destination), keys.store(user, destination), keys.store_index(user),
+                payload, *publish_user_args(self.limits, bcast, user, destination),
             )]
         node_users = keys.node_users(self.node_id)
         if kind is Kind.SESSIONS:
@@ -732,9 +736,7 @@ def _judge(replies: list[Any]) -> Any:
     """One entry's result from its commands' replies, errors judged in place."""
     for reply in replies:
         if isinstance(reply, (ReplyError, ResponseError)):
-            text = str(reply)
-            if isinstance(reply, NoScriptError):
-                text = "NOSCRIPT " + text
+            text = reply_text(reply)
             if text.split(" ", 1)[0] in _TRANSIENT:
                 return _Again(text)
             return _Refused(text)
