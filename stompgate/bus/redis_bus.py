@@ -81,6 +81,8 @@ class RedisBus:
         self._probe_unseen_since: float | None = None
         self._resync = True
         self._user_root = broker.rules.user_root
+        self._oom_since: float | None = None  # when the heartbeat first met Redis out of memory
+        self._oom_logged = -60.0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -188,6 +190,8 @@ class RedisBus:
         }
         if outbox.stalled():
             out["outbox_stalled_s"] = round(outbox.oldest_age(), 1)
+        if self._oom_since is not None:
+            out["redis_out_of_memory_since"] = self._oom_since
         if not self.healthy:
             out["since"] = self._down_since
             out["error"] = self._last_error if not (self._commands_ok and self._reader_ok) else "the outbox is not draining"
@@ -507,7 +511,7 @@ class RedisBus:
                 users_key = self.keys.node_users(self.node_id)
                 pipe.pexpire(users_key, timeout_ms)
                 pipe.execute_command("SPUBLISH", self.keys.probe(self.node_id), b"probe")
-                await pipe.execute()
+                self._redis_full(await pipe.execute(raise_on_error=False))
                 if self._probe_unseen_since is None:
                     self._probe_unseen_since = time.monotonic()
                 if self._resync:
@@ -535,6 +539,33 @@ class RedisBus:
                 log.warning("pub/sub connection silent for %.1f s: reconnecting it", time.monotonic() - unseen)
                 self._probe_unseen_since = None
                 await main.restart()
+
+    def _redis_full(self, replies: list[Any]) -> None:
+        """The heartbeat's replies: an error other than OOM raises. Redis out of memory
+        (maxmemory) refuses the registry's writes and stored messages, each sender getting
+        an error, but still delivers live: the node stays ready, and says so once a minute."""
+        oom = None
+        for reply in replies:
+            if isinstance(reply, Exception):
+                text = reply_text(reply)
+                if not (isinstance(reply, (ResponseError, ReplyError)) and text.startswith("OOM ")):
+                    raise reply
+                oom = text
+        if oom is None:
+            if self._oom_since is not None:
+                log.info("redis takes writes again after %.0f s out of memory", time.time() - self._oom_since)
+                self._oom_since = None
+            return
+        now = time.monotonic()
+        if self._oom_since is None:
+            self._oom_since = time.time()
+        if now - self._oom_logged >= 60.0:
+            self._oom_logged = now
+            log.warning(
+                "redis is out of memory (%s): messages for offline users are refused (their senders get an "
+                "error) and the node registry is not updated; live delivery goes on. Raise maxmemory, or "
+                "free memory (users reading their stored messages do)", oom,
+            )
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == self._probe_channel:
