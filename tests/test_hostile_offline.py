@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stompgate.broker.message import Message
@@ -188,6 +188,7 @@ _prefixes = itertools.count()
 
 
 @given(ops)
+@example([("store", "ann", "/queue/a", 0), ("store", "ann", "/queue/b", 0), ("take", "ann", "/queue/a")])  # -0
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_the_script_keeps_what_the_model_keeps(standalone_redis: RedisProcess, steps: list[tuple[Any, ...]]) -> None:
     """PUBLISH_USER and TAKE_STORED on a real Redis, step by step against the model (no expiry here)."""

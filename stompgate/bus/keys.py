@@ -208,8 +208,9 @@ if h[1] then
   if redis.call('HINCRBY', KEYS[2], 'd', -1) <= 0 then
     redis.call('DEL', KEYS[2])
   else
-    redis.call('HINCRBY', KEYS[2], 'n', -tonumber(h[1]))
-    redis.call('HINCRBY', KEYS[2], 'b', -(tonumber(h[2]) or 0))
+    -- '%d': a Lua -0 would be written '-0', which HINCRBY refuses
+    redis.call('HINCRBY', KEYS[2], 'n', string.format('%d', -tonumber(h[1])))
+    redis.call('HINCRBY', KEYS[2], 'b', string.format('%d', -(tonumber(h[2]) or 0)))
   end
 end
 return items
