@@ -291,6 +291,9 @@ def test_the_index_adopts_lists_it_does_not_describe(standalone_redis: RedisProc
     index_matches_lists(client, keys, "bob")
     assert take(keys=[keys.store("bob", "/queue/old"), keys.store_index("bob")], args=["/queue/old"]) == [b"again"]
     index_matches_lists(client, keys, "bob")
+    # Whatever became of the index, a take returns what it deleted.
+    client.set(keys.store_index("bob"), "not a hash")
+    assert take(keys=[keys.store("bob", "/queue/new"), keys.store_index("bob")], args=["/queue/new"]) == [b"n0", b"n3"]
 
 
 def test_the_script_and_the_memory_bus_say_the_same(standalone_redis: RedisProcess) -> None:

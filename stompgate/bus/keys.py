@@ -197,20 +197,23 @@ return -drop
 
 # KEYS[1] a store list, KEYS[2] its user's store index; ARGV[1] the destination.
 # All of the list, oldest first, and gone; its record leaves the index. DEL first:
-# it adds nothing, so the index updates after it run even when Redis is out of memory.
+# it adds nothing, so the index updates after it run even when Redis is out of memory;
+# they cannot fail the call (the list is already deleted, its messages must come back).
 TAKE_STORED = """
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
+-- The index is bookkeeping: whatever becomes of it (pcall), the messages taken are returned.
 local cf, sf = 'c:' .. ARGV[1], 's:' .. ARGV[1]
-local h = redis.call('HMGET', KEYS[2], cf, sf)
-if h[1] then
-  redis.call('HDEL', KEYS[2], cf, sf)
-  if redis.call('HINCRBY', KEYS[2], 'd', -1) <= 0 then
-    redis.call('DEL', KEYS[2])
+local h = redis.pcall('HMGET', KEYS[2], cf, sf)
+if type(h) == 'table' and not h.err and h[1] then
+  redis.pcall('HDEL', KEYS[2], cf, sf)
+  local left = redis.pcall('HINCRBY', KEYS[2], 'd', -1)
+  if type(left) == 'number' and left <= 0 then
+    redis.pcall('DEL', KEYS[2])
   else
     -- '%d': a Lua -0 would be written '-0', which HINCRBY refuses
-    redis.call('HINCRBY', KEYS[2], 'n', string.format('%d', -tonumber(h[1])))
-    redis.call('HINCRBY', KEYS[2], 'b', string.format('%d', -(tonumber(h[2]) or 0)))
+    redis.pcall('HINCRBY', KEYS[2], 'n', string.format('%d', -(tonumber(h[1]) or 0)))
+    redis.pcall('HINCRBY', KEYS[2], 'b', string.format('%d', -(tonumber(h[2]) or 0)))
   end
 end
 return items
