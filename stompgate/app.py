@@ -15,7 +15,6 @@ from . import __version__
 from .broker import Broker, BrokerSettings, DevAuthenticator, JwtAuthenticator, SessionLimits, StaticAuthenticator
 from .broker.auth import Authenticator
 from .broker.session import CLOSE_POLICY
-from .bus.base import OfflineLimits
 from .bus.memory import MemoryBus
 from .config import Config, dev_mode_warnings
 from .extensions import NodeContext, load_extension
@@ -90,7 +89,7 @@ class Node:
         self.config = config
         self.node_id = config.node_id or secrets.token_hex(4)
         self.broker = make_broker(config)
-        limits = OfflineLimits(config.offline.max_messages, config.offline.ttl_s)
+        limits = config.offline.limits()
         if config.bus.type == "redis":
             from .bus.redis_bus import RedisBus
 

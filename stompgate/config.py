@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from .broker.names import user_name_problem
+from .bus.base import OfflineLimits
 from .bus.resp import Address
 
 ENV_PREFIX = "STOMPGATE_"
@@ -380,14 +381,38 @@ class BusConfig:
 
 @dataclass
 class OfflineConfig:
-    # User messages for a (user, destination) with no subscriber anywhere are kept,
-    # at most max_messages of them (oldest dropped), for ttl_s after the last one.
+    """The offline store: user messages for a (user, destination) with no subscriber anywhere.
+
+    Sizes are a message's bytes on the bus: its body, plus its destination, user
+    and headers as JSON. What happens at each limit: docs/cluster.md.
+    """
+
+    # Per (user, destination): the oldest are dropped past it (counted, and logged per user).
     max_messages: int = 1000
+    # Kept this long after the last message stored for that (user, destination).
     ttl_s: float = 7 * 24 * 3600
+    # Per user, all destinations together: past any of them the new message is refused.
+    max_user_messages: int = 10_000
+    max_user_bytes: int = 10 * 1024 * 1024
+    max_user_destinations: int = 100
+    # One message: a larger one for a user with no subscriber is refused (delivered live, it may be larger).
+    max_message_bytes: int = 64 * 1024
+    # The whole store of a node on the memory bus (a Redis bus has Redis's maxmemory): refused past it.
+    max_total_bytes: int = 256 * 1024 * 1024
 
     def validate(self, path: str, problems: list[str]) -> None:
-        _positive(self.max_messages, f"{path}.max_messages", problems)
-        _positive(self.ttl_s, f"{path}.ttl_s", problems)
+        for f in dataclasses.fields(self):
+            _positive(getattr(self, f.name), f"{path}.{f.name}", problems)
+        if self.max_message_bytes > self.max_user_bytes:
+            problems.append(
+                f"{path}.max_message_bytes: must not be above {path}.max_user_bytes ({self.max_user_bytes}): "
+                "such a message could never be stored"
+            )
+        if 0 < self.ttl_s < 0.001:
+            problems.append(f"{path}.ttl_s: at least 0.001 (Redis expires in milliseconds)")
+
+    def limits(self) -> OfflineLimits:
+        return OfflineLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
 
 @dataclass

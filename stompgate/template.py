@@ -12,7 +12,10 @@ stompgate cluster through its Redis, with no HTTP hop::
 :class:`AsyncMessagingTemplate` has the same methods as coroutines. Payloads:
 ``str`` is sent as UTF-8 text, ``bytes`` as ``application/octet-stream``,
 anything else as JSON. A message for a user with no subscriber anywhere is
-stored and replayed when the user subscribes, exactly as from a node.
+stored and replayed when the user subscribes, exactly as from a node, under the
+same limits (``offline.*`` of the config file, or the keyword arguments): a
+message the store refuses raises :class:`MessageRefused` (``.code``: ``TOOBIG``,
+``STOREFULL``, ``OOM``), and was neither delivered nor stored.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from .broker.destinations import DestinationError, DestinationRules
 from .broker.message import Message
-from .bus.base import encode
-from .bus.keys import PUBLISH_USER, Keys
+from .bus.base import MessageRefused, OfflineLimits, encode, reply_text
+from .bus.keys import PUBLISH_USER, Keys, publish_user_args
 from .config import load_config
 from .convert import to_body
 
 ORIGIN = "template"  # never a node id, so every node delivers what the template sends
+
+__all__ = ["AsyncMessagingTemplate", "MessageRefused", "MessagingTemplate", "OfflineLimits"]
 
 
 class _Base:
@@ -47,14 +52,16 @@ class _Base:
         user_prefix: str = "/user/",
         max_messages: int = 1000,
         ttl_s: float = 7 * 24 * 3600,
+        offline: OfflineLimits | None = None,
     ) -> None:
+        """``offline``: the store's limits (as a node's ``offline.*``); ``max_messages`` and
+        ``ttl_s`` are the older spelling of two of them, used when ``offline`` is not given."""
         if routing not in ("directed", "broadcast"):
             raise ValueError(f"routing must be 'directed' or 'broadcast', got {routing!r}")
         self.keys = Keys(prefix)
         self.directed = routing == "directed"
         self.rules = DestinationRules(broker_prefixes or ["/topic", "/queue"], user_prefix)
-        self.max_messages = max_messages
-        self.ttl_ms = int(ttl_s * 1000)
+        self.limits = offline or OfflineLimits(max_messages=max_messages, ttl_s=ttl_s)
         self._seeds = [(h, int(p)) for h, _, p in (s.rpartition(":") for s in cluster_nodes or [])]
         self._url = redis_url
 
@@ -72,8 +79,7 @@ class _Base:
             routing=config.bus.routing,
             broker_prefixes=config.destinations.broker_prefixes,
             user_prefix=config.destinations.user_prefix,
-            max_messages=config.offline.max_messages,
-            ttl_s=config.offline.ttl_s,
+            offline=config.offline.limits(),
         )
 
     def _message(self, destination: str, payload: Any, headers: dict[str, Any] | None, user: str | None) -> Message:
@@ -94,12 +100,16 @@ class _Base:
 
     def _user_call(self, message: Message) -> tuple[list[str], list[Any]]:
         assert message.user is not None
-        keys = [
-            self.keys.user_channel(message.user, message.destination),
-            self.keys.store(message.user, message.destination),
-        ]
-        bcast = "" if self.directed else self.keys.user_broadcast(message.user)
-        return keys, [encode(message, ORIGIN), self.max_messages, self.ttl_ms, bcast]
+        user, destination = message.user, message.destination
+        keys = [self.keys.user_channel(user, destination), self.keys.store(user, destination), self.keys.store_index(user)]
+        bcast = "" if self.directed else self.keys.user_broadcast(user)
+        return keys, [encode(message, ORIGIN), *publish_user_args(self.limits, bcast, user, destination)]
+
+
+def _refused(exc: redis.ResponseError) -> MessageRefused | None:
+    """The store's refusal that an error reply of PUBLISH_USER is (None: another error)."""
+    text = reply_text(exc)
+    return MessageRefused(text) if text.split(" ", 1)[0] in ("TOOBIG", "STOREFULL", "OOM") else None
 
 
 class MessagingTemplate(_Base):
@@ -132,7 +142,13 @@ class MessagingTemplate(_Base):
 
     def _send_user(self, message: Message) -> bool:
         keys, args = self._user_call(message)
-        return int(self._script(keys=keys, args=args)) > 0
+        try:
+            return int(self._script(keys=keys, args=args)) > 0
+        except redis.ResponseError as exc:
+            refused = _refused(exc)
+            if refused is None:
+                raise
+            raise refused from None
 
     def close(self) -> None:
         self.redis.close()
@@ -169,7 +185,13 @@ class AsyncMessagingTemplate(_Base):
 
     async def _send_user(self, message: Message) -> bool:
         keys, args = self._user_call(message)
-        return int(await self._script(keys=keys, args=args)) > 0
+        try:
+            return int(await self._script(keys=keys, args=args)) > 0
+        except redis.ResponseError as exc:
+            refused = _refused(exc)
+            if refused is None:
+                raise
+            raise refused from None
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any, Callable
 
 from ..broker.broker import Done, Sender
+from .base import StoreNotices
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Outbox:
         self.bytes = 0
         self.congested = False
         self._refusals: dict[str, tuple[float, int]] = {}  # kind of error -> (last logged, since then)
+        self._notices = StoreNotices(log, _LOG_INTERVAL_S)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -108,17 +110,7 @@ class Outbox:
 
     def note_dropped(self, user: str, destination: str, count: int) -> None:
         """Older stored messages of a user were dropped at the store's cap: say so, once per interval and user."""
-        key = f"drop:{user}"
-        now = time.monotonic()
-        last, since = self._refusals.get(key, (0.0, 0))
-        if now - last >= _LOG_INTERVAL_S:
-            log.warning(
-                "offline store of user %r full at %s: %d older message(s) dropped%s",
-                user, destination, count + since, " (since the last report)" if since else "",
-            )
-            self._refusals[key] = (now, 0)
-        else:
-            self._refusals[key] = (last, since + count)
+        self._notices.dropped(user, destination, count)
 
     def stalled(self) -> bool:
         """Not draining: the oldest entry has waited longer than ``stall_s``."""

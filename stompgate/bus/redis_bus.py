@@ -37,8 +37,8 @@ from redis.exceptions import (
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
-from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
-from .keys import PUBLISH_USER, TAKE_STORED, Keys
+from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode, reply_text
+from .keys import PUBLISH_USER, TAKE_STORED, Keys, publish_user_args
 from .outbox import Entry, Kind, Outbox
 from .resp import Address, ReplyError, RespConnection, RespConnectionError, pack
 
@@ -91,6 +91,8 @@ class RedisBus:
         self._probe_unseen_since: float | None = None
         self._resync = True
         self._user_root = broker.rules.user_root
+        self._oom_since: float | None = None  # when the heartbeat first met Redis out of memory
+        self._oom_logged = -60.0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -198,6 +200,8 @@ class RedisBus:
         }
         if outbox.stalled():
             out["outbox_stalled_s"] = round(outbox.oldest_age(), 1)
+        if self._oom_since is not None:
+            out["redis_out_of_memory_since"] = self._oom_since
         if not self.healthy:
             out["since"] = self._down_since
             out["error"] = self._last_error if not (self._commands_ok and self._reader_ok) else "the outbox is not draining"
@@ -265,7 +269,8 @@ class RedisBus:
     async def _take(self, user: str, destination: str) -> list[bytes]:
         """What is stored for (user, destination), removed from the store."""
         async with self._take_slots:
-            return await self._take_stored(keys=[self.keys.store(user, destination)])
+            keys = [self.keys.store(user, destination), self.keys.store_index(user)]
+            return await self._take_stored(keys=keys, args=[destination])
 
     async def _subscribe(self, user: str, destination: str, channel: str) -> None:
         listener = await self._listener_for(channel)
@@ -303,7 +308,9 @@ class RedisBus:
                 wanted = [self._user_channels.get(channel) for channel, _replay in batch]
                 for found in wanted:
                     if found is not None:
-                        pipe.execute_command("EVALSHA", sha, 1, self.keys.store(found[0], found[1]))
+                        user, destination = found[0], found[1]
+                        store, index = self.keys.store(user, destination), self.keys.store_index(user)
+                        pipe.execute_command("EVALSHA", sha, 2, store, index, destination)
                 results = iter(await pipe.execute())
                 for (channel, replay), found in zip(batch, wanted):
                     raw = next(results) if found is not None else []
@@ -481,8 +488,9 @@ class RedisBus:
             user, destination, payload = args
             bcast = "" if self.directed else keys.user_broadcast(user)
             return [(  # EVALSHA: a cluster pipeline routes it by its keys
-                "EVALSHA", self._publish_user.sha, 2, keys.user_channel(user, destination), keys.store(user, destination),
-                payload, self.limits.max_messages, int(self.limits.ttl_s * 1000), bcast,
+                "EVALSHA", self._publish_user.sha, 3,
+                keys.user_channel(user, destination), keys.store(user, destination), keys.store_index(user),
+                payload, *publish_user_args(self.limits, bcast, user, destination),
             )]
         node_users = keys.node_users(self.node_id)
         if kind is Kind.SESSIONS:
@@ -513,7 +521,7 @@ class RedisBus:
                 users_key = self.keys.node_users(self.node_id)
                 pipe.pexpire(users_key, timeout_ms)
                 pipe.execute_command("SPUBLISH", self.keys.probe(self.node_id), b"probe")
-                await pipe.execute()
+                self._redis_full(await pipe.execute(raise_on_error=False))
                 if self._probe_unseen_since is None:
                     self._probe_unseen_since = time.monotonic()
                 if self._resync:
@@ -541,6 +549,33 @@ class RedisBus:
                 log.warning("pub/sub connection silent for %.1f s: reconnecting it", time.monotonic() - unseen)
                 self._probe_unseen_since = None
                 await main.restart()
+
+    def _redis_full(self, replies: list[Any]) -> None:
+        """The heartbeat's replies: an error other than OOM raises. Redis out of memory
+        (maxmemory) refuses the registry's writes and stored messages, each sender getting
+        an error, but still delivers live: the node stays ready, and says so once a minute."""
+        oom = None
+        for reply in replies:
+            if isinstance(reply, Exception):
+                text = reply_text(reply)
+                if not (isinstance(reply, (ResponseError, ReplyError)) and text.startswith("OOM ")):
+                    raise reply
+                oom = text
+        if oom is None:
+            if self._oom_since is not None:
+                log.info("redis takes writes again after %.0f s out of memory", time.time() - self._oom_since)
+                self._oom_since = None
+            return
+        now = time.monotonic()
+        if self._oom_since is None:
+            self._oom_since = time.time()
+        if now - self._oom_logged >= 60.0:
+            self._oom_logged = now
+            log.warning(
+                "redis is out of memory (%s): messages for offline users are refused (their senders get an "
+                "error) and the node registry is not updated; live delivery goes on. Raise maxmemory, or "
+                "free memory (users reading their stored messages do)", oom,
+            )
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == self._probe_channel:
@@ -745,9 +780,7 @@ def _judge(replies: list[Any]) -> Any:
     """One entry's result from its commands' replies, errors judged in place."""
     for reply in replies:
         if isinstance(reply, (ReplyError, ResponseError)):
-            text = str(reply)
-            if isinstance(reply, NoScriptError):
-                text = "NOSCRIPT " + text
+            text = reply_text(reply)
             if isinstance(reply, _TRANSIENT_CLASSES) or text.split(" ", 1)[0] in _TRANSIENT:
                 return _Again(text)
             return _Refused(text)

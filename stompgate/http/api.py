@@ -27,7 +27,7 @@ from ..broker.auth import AuthError, Credentials, login
 from ..broker.destinations import DestinationError
 from ..broker.message import Message
 from ..broker.names import destination_problem, header_problem, is_reserved, shown, user_name_problem
-from ..bus.base import BusUnavailable
+from ..bus.base import REFUSAL_STATUS, BusUnavailable, refusal_code
 from ..convert import to_body
 
 if TYPE_CHECKING:
@@ -268,7 +268,9 @@ class PublishApi:
             return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
         delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
         if error is not None:
-            return _error(503, f"message not accepted: {error}")
+            # A store limit says which (413 too large, 507 the user's store full); else 503.
+            code = refusal_code(error)
+            return _error(REFUSAL_STATUS[code] if code else 503, f"message not accepted: {error}")
         return web.json_response({"delivered": delivered})
 
     async def send_to_user(self, request: web.Request) -> web.Response:
