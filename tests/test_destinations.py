@@ -550,3 +550,88 @@ def test_index_agrees_with_brute_force(ops: list[tuple[str, str, int]]) -> None:
             assert len(got) == len(set(got)) and set(got) == expected, (query, op, dest)
         assert len(index) == len(live)
         assert bool(index) is bool(live)
+
+
+# --------------------------------------------------------------------------- 6. the trie, any patterns
+
+
+def one_globstar(segments: list[str]) -> list[str]:
+    """Patterns the index takes: '**' at most once (consecutive ones count as one)."""
+    out: list[str] = []
+    seen = False
+    for seg in segments:
+        if seg == "**":
+            if seen and out[-1:] != ["**"]:
+                continue
+            seen = True
+        out.append(seg)
+    return out
+
+
+@st.composite
+def pattern_sets(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
+    separator = draw(st.sampled_from(["/", "."]))
+    lead = separator if separator == "/" else ""
+    paths = draw(st.lists(st.lists(PATH_SEGMENTS, min_size=1, max_size=5), min_size=1, max_size=6))
+    patterns = []
+    for _ in range(draw(st.integers(1, 12))):
+        base = draw(st.sampled_from(paths))
+        segs = draw(pattern_for(base)) if draw(st.booleans()) else draw(st.lists(PATTERN_SEGMENTS, min_size=1, max_size=6))
+        patterns.append(lead + separator.join(one_globstar(segs)))
+    queries = [lead + separator.join(p) for p in paths] + [lead + "a", lead, lead + separator.join(["a"] * 7)]
+    return separator, patterns, queries
+
+
+@PROPERTY
+@given(pattern_sets())
+def test_the_trie_matches_exactly_what_the_reference_matches(case: tuple[str, list[str], list[str]]) -> None:
+    """Any set of patterns (each with '**' at most once), any destinations: the index's answer
+    is the reference matcher's, each subscription once; and it stays so as patterns go."""
+    separator, patterns, queries = case
+    index = SubscriptionIndex(separator)
+    subs = [sub(p, str(i)) for i, p in enumerate(patterns)]
+    for s in subs:
+        if has_wildcard(s.destination):
+            index.add(s)
+    live = [s for s in subs if has_wildcard(s.destination)]
+    for round_ in range(2):
+        for query in queries:
+            got = list(index.match(query))
+            want = {s for s in live if reference_match(s.destination, query, separator)}
+            assert len(got) == len(set(got)) and set(got) == want, (query, [s.destination for s in live])
+        for s in live[::2]:  # take half away: pruned branches must not leave matches behind
+            index.remove(s)
+        live = live[1::2]
+    for s in live:
+        index.remove(s)
+    assert not index and index._trie.root.empty()
+
+
+@pytest.mark.parametrize(
+    "pattern, problem",
+    [("/topic/**", False), ("/topic/**/**/a", False), ("/**/a/**", True), ("/a/**/b/**", True), ("a.**.b.**", True)],
+)
+def test_pattern_problem(pattern: str, problem: bool) -> None:
+    from stompgate.broker.destinations import pattern_problem
+
+    separator = "." if "." in pattern else "/"
+    assert (pattern_problem(pattern, separator) is not None) is problem
+
+
+@PROPERTY
+@given(st.text(alphabet="ab?*", max_size=12), st.text(alphabet="abc", max_size=40))
+def test_segment_globs_never_backtrack_into_a_wrong_answer(glob: str, text: str) -> None:
+    """SegmentGlob's greedy placement agrees with the reference on one segment, long pieces included."""
+    from stompgate.broker.destinations import SegmentGlob
+
+    assert SegmentGlob(glob).match(text) is reference_match("/" + glob, "/" + text, "/")
+
+
+def test_long_pieces_with_question_marks_use_the_bit_parallel_scan() -> None:
+    from stompgate.broker.destinations import SegmentGlob
+
+    piece = "a" * 40 + "?b"  # longer than the regex's share: Shift-And
+    glob = SegmentGlob("*" + piece + "*")
+    assert glob.match("x" + "a" * 40 + "zb" + "y")
+    assert not glob.match("a" * 400)
+    assert glob.match("a" * 400 + "cb")
