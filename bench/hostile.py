@@ -18,23 +18,13 @@ from __future__ import annotations
 
 import platform
 import sys
-import time
 from typing import Callable
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
-from bench.core import connect  # noqa: E402
+from bench.core import best, connect  # noqa: E402
 from stompgate.broker import Broker, BrokerSettings, DevAuthenticator  # noqa: E402
 from stompgate.stomp import Frame, FrameParser, serialize  # noqa: E402
-
-
-def best(fn: Callable[[], None], runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def broker_with(patterns: Callable[[int, int], str], sessions: int, per_session: int) -> Broker:
@@ -56,7 +46,7 @@ def publish_cost(broker: Broker, rounds: int = 20) -> float:
         for _ in range(rounds):  # a new destination every time: no cache helps
             sender.receive_data(next(frames))
 
-    return best(run) / rounds
+    return best(run, 3) / rounds
 
 
 def main() -> None:
@@ -67,7 +57,7 @@ def main() -> None:
     evil.receive_data(serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/topic/" + "*x" * 12 + "y"})))
     sends = iter([serialize(Frame("SEND", {"destination": "/topic/" + "x" * (40 + i)}, b"")) for i in range(3)])
     # A new destination each run, so that no run is answered from the match cache.
-    rows.append(("wildcard `/topic/*x...*xy` (12 stars) vs a 40-character segment", best(lambda: evil.receive_data(next(sends)))))
+    rows.append(("wildcard `/topic/*x...*xy` (12 stars) vs a 40-character segment", best(lambda: evil.receive_data(next(sends)), 3)))
 
     literal = broker_with(lambda n, i: f"/topic/s{n}/p{i}/*", 100, 1000)
     rows.append(("publish to a new destination, 100 x 1,000 patterns `/topic/s{n}/p{i}/*`", publish_cost(literal)))
@@ -85,7 +75,7 @@ def main() -> None:
         while p.next_frame() is not None:
             pass
 
-    rows.append((f"parse 1 MB of {len(packed)}-byte SENDs fed at once", best(parse_packed)))
+    rows.append((f"parse 1 MB of {len(packed)}-byte SENDs fed at once", best(parse_packed, 3)))
 
     print(f"Python {sys.version.split()[0]} on {platform.machine()}\n")
     print("| attack | loop time |")

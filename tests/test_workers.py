@@ -44,6 +44,9 @@ async def test_two_workers_share_the_port_and_reach_each_other(node_factory, bus
     node = node_factory({"node_id": "wk", "server": {"workers": 2}, **bus_config_for("standalone", "directed")})
     started = time.monotonic()
     wait_for(lambda: node_ids(node) == ["wk-w0", "wk-w1"], "both workers registered")
+    # A worker registers (through Redis) before its listener is up: wait until both answer.
+    answered: set[str] = set()
+    wait_for(lambda: answered.add(node.health()["node"]) or len(answered) == 2, "both workers listening")
     for _ in range(10):
         wait_ready(node)  # whichever worker answers
 
