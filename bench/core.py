@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 
-from stompgate.broker import Broker, BrokerSettings, DevAuthenticator, Session
+from stompgate.broker import Broker, BrokerSettings, DevAuthenticator, Session, SessionLimits
 from stompgate.stomp import Frame, FrameParser, serialize
 
 
@@ -89,7 +89,8 @@ def main() -> None:
 
     t_parse = best(parse)
 
-    broker = Broker(BrokerSettings(), DevAuthenticator())
+    # No rate limit: this measures what a message costs, not what a session may send.
+    broker = Broker(BrokerSettings(limits=SessionLimits(frames_per_s=0, bytes_per_s=0)), DevAuthenticator())
     alice, _ = connect(broker, "alice")
     bob, bob_out = connect(broker, "bob")
     bob.receive_data(serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/user/queue/chat"})))

@@ -190,7 +190,8 @@ def start_node(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = {
         "server": {"port": port, "websocket_paths": ["/ws"], "sockjs": [{"path": "/sj"}]},
-        "stomp": {"heartbeat": {"send_ms": 0, "receive_ms": 0}},
+        # No rate limit: the publisher sends as fast as the node takes frames (cost, not policy).
+        "stomp": {"heartbeat": {"send_ms": 0, "receive_ms": 0}, "rate_limit": {"frames_per_s": 0, "bytes_per_s": 0}},
         "auth": {"mode": "dev"},
         "api": {"enabled": False},
         "logging": {"level": "warning"},

@@ -277,6 +277,7 @@ class Broker:
         inflight = session.inflight
         share = self.limits.max_inflight_bytes
         return inflight > share or (inflight > share // 8 and self.bus is not None and self.bus.congested)
+    # Session keeps share // 8 as its floor for asking: change both together.
 
     def wait_for_room(self, session: Session) -> None:
         self._waiting_room[session] = None

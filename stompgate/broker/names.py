@@ -51,6 +51,8 @@ def _describe(char: str) -> str:
 
 
 def user_name_problem(name: str) -> str | None:
+    if name.isascii() and name.isprintable() and 0 < len(name) <= MAX_USER_NAME:
+        return None  # the common case, decided in C
     if not name:
         return "the user name is empty"
     if len(name) > MAX_USER_NAME:
@@ -62,6 +64,8 @@ def user_name_problem(name: str) -> str | None:
 
 
 def destination_problem(destination: str, max_length: int = MAX_DESTINATION) -> str | None:
+    if destination.isascii() and destination.isprintable() and 0 < len(destination) <= max_length:
+        return None  # the common case, decided in C: printable ASCII has no control character
     if not destination:
         return "the destination is empty"
     # Cheap bound first: UTF-8 takes at most 4 bytes per character, at least 1.
@@ -95,3 +99,31 @@ _BLANKS = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\ufeff"
 def is_reserved(name: str) -> bool:
     """A header only the broker may set, however it is spelled (case, surrounding blanks)."""
     return name.strip(_BLANKS).lower() in RESERVED_HEADERS
+
+
+# Header names repeat from frame to frame (content-type...): their verdicts are kept.
+_NAME_VERDICTS: dict[str, str | None] = {}
+RESERVED = "reserved"
+
+
+def header_name_verdict(name: str) -> str | None:
+    """None for a name a client may send, RESERVED for one the broker sets, or a problem.
+
+    For STOMP frames, whose values the parser has already checked (no NUL, valid
+    UTF-8): only the name is left to judge, and the answer is cached.
+    """
+    verdict = _NAME_VERDICTS.get(name, "")
+    if verdict != "":
+        return verdict
+    if not name:
+        verdict = "a header has an empty name"
+    elif is_reserved(name):
+        verdict = RESERVED
+    elif (bad := _BAD_HEADER_NAME.search(name)) is not None:
+        verdict = f"header name {shown(name)} contains {_describe(bad.group())}"
+    else:
+        verdict = None
+    if len(_NAME_VERDICTS) >= 4096:  # bounded: a client inventing names only costs a refill
+        _NAME_VERDICTS.clear()
+    _NAME_VERDICTS[name] = verdict
+    return verdict

@@ -19,7 +19,7 @@ from ..stomp.headers import escape
 from ..logs import RateLimitedLog
 from .auth import AuthError, Credentials, login
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
-from .names import RESERVED_HEADERS, destination_problem, header_problem, is_reserved, user_name_problem
+from .names import RESERVED, destination_problem, header_name_verdict, user_name_problem
 from .subscriptions import ACK_MODES, Subscription
 
 if TYPE_CHECKING:
@@ -191,6 +191,7 @@ class Session:
         self._bucket_time = now
         # Bytes of this session's publishes the bus has not taken yet (see settle).
         self.inflight = 0
+        self._flow_floor = limits.max_inflight_bytes // 8
         # MESSAGE bodies go out as sent, unless this peer may be stompjs 2.x (see _on_connect).
         self._nul_safe = False
         self._plain_tails = not text_only
@@ -300,16 +301,24 @@ class Session:
         elapsed = now - self._bucket_time
         self._bucket_time = now
         wait = 0.0
-        if limits.frames_per_s:
-            tokens = min(self._frame_tokens + elapsed * limits.frames_per_s, limits.frames_per_s * limits.burst_s) - 1
+        rate = limits.frames_per_s
+        if rate:
+            tokens = self._frame_tokens + elapsed * rate
+            if tokens > rate * limits.burst_s:
+                tokens = rate * limits.burst_s
+            tokens -= 1
             self._frame_tokens = tokens
             if tokens < 0:
-                wait = -tokens / limits.frames_per_s
-        if limits.bytes_per_s:
-            tokens = min(self._byte_tokens + elapsed * limits.bytes_per_s, limits.bytes_per_s * limits.burst_s) - size
+                wait = -tokens / rate
+        rate = limits.bytes_per_s
+        if rate:
+            tokens = self._byte_tokens + elapsed * rate
+            if tokens > rate * limits.burst_s:
+                tokens = rate * limits.burst_s
+            tokens -= size
             self._byte_tokens = tokens
-            if tokens < 0:
-                wait = max(wait, -tokens / limits.bytes_per_s)
+            if tokens < 0 and -tokens / rate > wait:
+                wait = -tokens / rate
         if wait <= 0:
             return True
         if limits.rate_policy == "close":
@@ -482,13 +491,11 @@ class Session:
         target = self._send_target(frame)
         headers = {}
         for name, value in frame.headers.items():
-            # Headers the broker writes are dropped, however they are spelled.
-            if name in RESERVED_HEADERS or is_reserved(name):
-                continue
-            problem = header_problem(name, value)
-            if problem is not None:
-                raise StompSessionError(problem)
-            headers[name] = value
+            verdict = header_name_verdict(name)
+            if verdict is None:
+                headers[name] = value
+            elif verdict is not RESERVED:  # headers the broker writes are dropped, however spelled
+                raise StompSessionError(verdict)
         message = self.broker.message(target.destination, headers, frame.body, target.user)
         message.size = self._frame_size + MESSAGE_OVERHEAD
         receipt = frame.headers.get("receipt") if "transaction" not in frame.headers else None
@@ -499,7 +506,8 @@ class Session:
             slot = _ReceiptSlot(receipt, False)
             self._wait_receipt(slot)
             self.broker.publish(message, lambda error: self._confirmed(slot, error), self)
-        if not self.closed and self.broker.flow_blocked(self):
+        # Flow control needs at least an eighth of the share held (Broker.flow_blocked).
+        if self.inflight > self._flow_floor and not self.closed and self.broker.flow_blocked(self):
             self._pause(_FLOW)
             self.broker.wait_for_room(self)
 
@@ -650,10 +658,10 @@ class Session:
         # Validate now, so a bad frame fails on arrival and COMMIT is all-or-nothing.
         if frame.command == "SEND":
             self._send_target(frame)
-            for name, value in frame.headers.items():
-                problem = header_problem(name, value)
-                if problem is not None:
-                    raise StompSessionError(problem)
+            for name in frame.headers:
+                verdict = header_name_verdict(name)
+                if verdict is not None and verdict is not RESERVED:
+                    raise StompSessionError(verdict)
         else:
             if frame.command == "NACK" and self.version == "1.0":
                 raise StompSessionError("NACK is not part of STOMP 1.0")
