@@ -101,7 +101,7 @@ class _Base:
     def _user_call(self, message: Message) -> tuple[list[str], list[Any]]:
         assert message.user is not None
         user, destination = message.user, message.destination
-        keys = [self.keys.user_channel(user, destination), self.keys.store(user, destination), self.keys.store_index(user)]
+        keys = list(self.keys.publish_keys(user, destination))
         bcast = "" if self.directed else self.keys.user_broadcast(user)
         return keys, [encode(message, ORIGIN), *publish_user_args(self.limits, bcast, user, destination)]
 

@@ -19,7 +19,7 @@ from ..stomp.headers import escape
 from ..logs import RateLimitedLog
 from .auth import AuthError, Credentials, login
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
-from .names import RESERVED, destination_problem, header_name_verdict, user_name_problem
+from .names import RESERVED, RESERVED_HEADERS, destination_problem, header_name_verdict, user_name_problem
 from .subscriptions import ACK_MODES, Subscription
 
 if TYPE_CHECKING:
@@ -186,6 +186,7 @@ class Session:
         self._paused = 0
         self._rate_timer: TimerHandle | None = None
         now = scheduler.time()
+        self._rated = bool(limits.frames_per_s or limits.bytes_per_s)
         self._frame_tokens = limits.frames_per_s * limits.burst_s
         self._byte_tokens = limits.bytes_per_s * limits.burst_s
         self._bucket_time = now
@@ -253,7 +254,7 @@ class Session:
                 if frame is None:
                     return
                 self._frame_size = parser.consumed - before
-                if self.connected and not self._charge(self._frame_size):
+                if self._rated and self.connected and not self._charge(self._frame_size):
                     return
                 self._handle(frame)
                 budget -= 1
@@ -295,8 +296,6 @@ class Session:
         (policy ``throttle``), or is closed (policy ``close``).
         """
         limits = self.limits
-        if not (limits.frames_per_s or limits.bytes_per_s):
-            return True
         now = self.scheduler.time()
         elapsed = now - self._bucket_time
         self._bucket_time = now
@@ -470,7 +469,9 @@ class Session:
 
     def _destination(self, frame: Frame) -> str:
         """The frame's destination, refused when it is too long or holds control characters."""
-        destination = _required(frame, "destination")
+        destination = frame.headers.get("destination")
+        if destination is None:
+            raise StompSessionError(f"{frame.command} frame has no destination header")
         problem = destination_problem(destination, self.limits.max_destination_length)
         if problem is not None:
             raise StompSessionError(problem)
@@ -481,8 +482,10 @@ class Session:
             target = self.broker.rules.send_target(self._destination(frame))
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
-        if target.user is not None:  # decoded from %-escapes: checked again
-            problem = user_name_problem(target.user)
+        user = target.user
+        # Decoded from %-escapes: checked again (printable ASCII needs no more).
+        if user is not None and not (user.isascii() and user.isprintable()):
+            problem = user_name_problem(user)
             if problem is not None:
                 raise StompSessionError(f"user destination: {problem}")
         return target
@@ -491,6 +494,8 @@ class Session:
         target = self._send_target(frame)
         headers = {}
         for name, value in frame.headers.items():
+            if name in RESERVED_HEADERS:  # destination, content-length...: the common case
+                continue
             verdict = header_name_verdict(name)
             if verdict is None:
                 headers[name] = value

@@ -244,6 +244,11 @@ class Keys:
         self.user_pattern = f"{prefix}:ub:*"  # broadcast mode: every node PSUBSCRIBEs
         self.nodes = f"{prefix}:nodes"  # ZSET node id -> last heartbeat (ms)
 
+    def publish_keys(self, user: str, destination: str) -> tuple[str, str, str]:
+        """PUBLISH_USER's KEYS: the user's channel, store and store index (one escape of the name)."""
+        base = f"{self.prefix}:{{{tag(user)}}}:"
+        return base + "d:" + destination, base + "o:" + destination, base + "oi"
+
     def user_channel(self, user: str, destination: str) -> str:
         """Shard channel of one user's destination (data in directed mode, marker in broadcast)."""
         return f"{self.prefix}:{{{tag(user)}}}:d:{destination}"

@@ -37,7 +37,7 @@ class Kind(enum.Enum):
 class Entry:
     """One thing to send, with who is waiting for it."""
 
-    __slots__ = ("kind", "args", "done", "sender", "size", "since")
+    __slots__ = ("kind", "args", "done", "sender", "size")
 
     def __init__(
         self, kind: Kind, args: tuple[Any, ...], done: Done | None = None, sender: Sender | None = None, size: int = 0
@@ -47,7 +47,6 @@ class Entry:
         self.done = done
         self.sender = sender
         self.size = size
-        self.since = time.monotonic()
 
     def finish(self, error: str | None) -> None:
         """The entry left the outbox: sent (None) or refused (a reason)."""
@@ -66,6 +65,10 @@ class Outbox:
         self._entries: deque[Entry] = deque()
         self.bytes = 0
         self.congested = False
+        # Since when the outbox has held entries without sending any (for "not draining").
+        self._waiting_since = 0.0
+        self._high = (limit * HIGH_WATER, max_bytes * HIGH_WATER)
+        self._low = (limit * LOW_WATER, max_bytes * LOW_WATER)
         self._refusals: dict[str, tuple[float, int]] = {}  # kind of error -> (last logged, since then)
         self._notices = StoreNotices(log, _LOG_INTERVAL_S)
 
@@ -80,13 +83,14 @@ class Outbox:
 
     def put(self, entry: Entry) -> bool:
         """Queue ``entry``; False (and nothing queued) when the outbox is full."""
-        if self.full():
+        entries = self._entries
+        if len(entries) >= self.limit or self.bytes >= self.max_bytes:
             return False
-        self._entries.append(entry)
+        if not entries:
+            self._waiting_since = time.monotonic()
+        entries.append(entry)
         self.bytes += entry.size
-        if not self.congested and (
-            len(self._entries) >= self.limit * HIGH_WATER or self.bytes >= self.max_bytes * HIGH_WATER
-        ):
+        if not self.congested and (len(entries) >= self._high[0] or self.bytes >= self._high[1]):
             self.congested = True
         return True
 
@@ -96,12 +100,22 @@ class Outbox:
 
     def pop(self, count: int) -> list[Entry]:
         """Take the first ``count`` entries off (they were sent or refused)."""
-        taken = [self._entries.popleft() for _ in range(count)]
-        self.bytes -= sum(entry.size for entry in taken)
-        if self.congested and len(self._entries) <= self.limit * LOW_WATER and self.bytes <= self.max_bytes * LOW_WATER:
+        popleft = self._entries.popleft
+        taken = [popleft() for _ in range(count)]
+        size = 0
+        for entry in taken:
+            size += entry.size
+        self.bytes -= size
+        if self.congested and len(self._entries) <= self._low[0] and self.bytes <= self._low[1]:
             self.congested = False
             self._on_room()
         return taken
+
+    def moved(self) -> None:
+        """Some entry left for good (sent or refused): the outbox is draining.
+
+        Not in ``pop``: a batch taken off and put back whole did not move."""
+        self._waiting_since = time.monotonic()
 
     def requeue(self, entries: list[Entry]) -> None:
         """Put entries taken off back in front, in their order (to be sent again)."""
@@ -113,11 +127,11 @@ class Outbox:
         self._notices.dropped(user, destination, count)
 
     def stalled(self) -> bool:
-        """Not draining: the oldest entry has waited longer than ``stall_s``."""
-        return bool(self._entries) and time.monotonic() - self._entries[0].since > self.stall_s
+        """Not draining: entries have waited ``stall_s`` with none sent meanwhile."""
+        return bool(self._entries) and time.monotonic() - self._waiting_since > self.stall_s
 
     def oldest_age(self) -> float:
-        return time.monotonic() - self._entries[0].since if self._entries else 0.0
+        return time.monotonic() - self._waiting_since if self._entries else 0.0
 
     def refused(self, entry: Entry, error: str) -> None:
         """Redis refused this one entry: tell its sender, and say so once per kind of error and interval."""

@@ -407,21 +407,27 @@ class RedisBus:
         and return why (None when there are none)."""
         again: list[Entry] = []
         why = None
+        stats = self.stats
         for entry, result in zip(entries, results):
-            if isinstance(result, _Again):
+            kind = type(result)
+            if kind is _Again:
                 again.append(entry)
                 why = why or result.error
-            elif isinstance(result, _Refused):
-                self.stats.refused += 1
+            elif kind is _Refused:
+                stats.refused += 1
                 self._outbox.refused(entry, result.error)
             else:
-                if entry.kind is Kind.TOPIC or entry.kind is Kind.USER:
-                    self.stats.published += 1  # counted once sent: a retried batch counts once
-                if entry.kind is Kind.USER and result <= 0:
-                    self.stats.stored += 1
-                    if result < 0:
-                        self._store_dropped(entry, -result)
+                if entry.kind is Kind.USER:
+                    stats.published += 1  # counted once sent: a retried batch counts once
+                    if result <= 0:
+                        stats.stored += 1
+                        if result < 0:
+                            self._store_dropped(entry, -result)
+                elif entry.kind is Kind.TOPIC:
+                    stats.published += 1
                 entry.finish(None)
+        if len(again) < len(entries):
+            self._outbox.moved()
         if again:
             self._outbox.requeue(again)
         return why
@@ -441,17 +447,18 @@ class RedisBus:
         """
         # Packed here for the standalone connection; on a Cluster only to find what cannot
         # be encoded (redis-py would fail the whole pipeline for it, again and again).
-        planned: list[list[tuple[Any, ...]] | _Refused] = []
-        data: list[bytes] = []
-        for entry in batch:
-            commands = self._commands(entry)
-            try:
-                packed = [pack(command) for command in commands]
-            except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate in a name
-                planned.append(_Refused(f"cannot encode: {exc}"))
-                continue
-            planned.append(commands)
-            data += packed
+        planned: list[list[tuple[Any, ...]] | _Refused] = [self._commands(entry) for entry in batch]
+        try:
+            data = [pack(command) for commands in planned for command in commands]  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - some entry cannot be encoded: find which, one by one
+            data = []
+            for i, commands in enumerate(planned):
+                try:
+                    packed = [pack(command) for command in commands]  # type: ignore[union-attr]
+                except Exception as exc:  # noqa: BLE001 - e.g. a lone surrogate in a name
+                    planned[i] = _Refused(f"cannot encode: {exc}")
+                    continue
+                data += packed
         if not data:
             replies: list[Any] = []
         elif self._cluster:  # redis-py routes each command to its slot's owner
@@ -469,12 +476,16 @@ class RedisBus:
         results: list[Any] = []
         at = 0
         for item in planned:
-            if isinstance(item, _Refused):
+            if type(item) is _Refused:
                 results.append(item)
                 continue
-            mine = replies[at : at + len(item)]
-            at += len(item)
-            results.append(_judge(mine))
+            count = len(item)
+            reply = replies[at + count - 1]
+            if count == 1 and not isinstance(reply, Exception):
+                results.append(reply)  # the common case: one command, no error
+            else:
+                results.append(_judge(replies[at : at + count]))
+            at += count
         return results
 
     def _commands(self, entry: Entry) -> list[tuple[Any, ...]]:
@@ -489,7 +500,7 @@ class RedisBus:
             bcast = "" if self.directed else keys.user_broadcast(user)
             return [(  # EVALSHA: a cluster pipeline routes it by its keys
                 "EVALSHA", self._publish_user.sha, 3,
-                keys.user_channel(user, destination), keys.store(user, destination), keys.store_index(user),
+                *keys.publish_keys(user, destination),
                 payload, *publish_user_args(self.limits, bcast, user, destination),
             )]
         node_users = keys.node_users(self.node_id)

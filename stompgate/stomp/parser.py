@@ -148,7 +148,9 @@ class FrameParser:
         # Every search is bounded: where an earlier call stopped, and no further
         # than this frame's own header block. An unbounded search for "\n\r\n"
         # read the whole buffer once per frame: quadratic for packed frames.
-        start = max(pos, self._head_scanned - 2)
+        start = self._head_scanned - 2
+        if start < pos:
+            start = pos
         nn = buf.find(b"\n\n", start)
         nrn = buf.find(b"\n\r\n", start, nn + 2 if nn >= 0 else len(buf))
         if nrn >= 0:
