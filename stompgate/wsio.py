@@ -23,6 +23,40 @@ _SMALL_WRITE = 16 * 1024
 WAKE = WSMessage(WSMsgType.ERROR, None, None)
 
 
+class ReadGate:
+    """Whether a connection's input is read now, and a way to wait until it is.
+
+    An ``asyncio.Event`` would do, but it holds a deque (~600 bytes) for the whole
+    life of every connection; this holds a future only while reading is paused.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None  # set while paused
+
+    @property
+    def is_open(self) -> bool:
+        return self._waiter is None
+
+    def pause(self) -> None:
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+
+    def resume(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once reading is resumed (at once if it is not paused)."""
+        waiter = self._waiter
+        if waiter is not None:
+            await waiter
+
+
 def frame_header(n: int, binary: bool) -> bytes:
     """The header of one unmasked server-to-client message of ``n`` bytes (text unless ``binary``)."""
     first = _OP_BINARY if binary else _OP_TEXT

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from ..wsio import ReadGate
 from .frames import HEARTBEAT, OPEN, close_frame, encode_messages
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,7 @@ class Session:
         self._close_frame = ""
         self._on_gone = on_gone
         # Set while the application takes messages; senders wait on it (flow control).
-        self._input = asyncio.Event()
-        self._input.set()
+        self._input = ReadGate()
 
     # ------------------------------------------------------------ receivers
 
@@ -237,7 +237,7 @@ class Session:
             return
         opened = self.state is State.OPEN
         self.state = State.CLOSED
-        self._input.set()  # nobody waits on a closed session
+        self._input.resume()  # nobody waits on a closed session
         self._close_frame = close_frame(code, reason)
         if self._hb_timer is not None:
             self._hb_timer.cancel()
@@ -267,14 +267,14 @@ class Session:
     # ---------------------------------------------------------- flow control
 
     def pause_reading(self) -> None:
-        self._input.clear()
+        self._input.pause()
 
     def resume_reading(self) -> None:
-        self._input.set()
+        self._input.resume()
 
     async def input_ready(self) -> None:
         """Wait while the application takes no input; a closed session never waits."""
-        if not self._input.is_set() and self.state is State.OPEN:
+        if not self._input.is_open and self.state is State.OPEN:
             await self._input.wait()
 
     # --------------------------------------------------------------- timers

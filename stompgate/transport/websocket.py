@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from ..broker.session import Session
-from ..wsio import WAKE, close_reason, frame_header, wake, write_message
+from ..wsio import WAKE, ReadGate, close_reason, frame_header, wake, write_message
 from . import slow_consumer
 
 if TYPE_CHECKING:
@@ -65,8 +65,7 @@ class WebSocketOutbound:
         self._pending_size = 0
         self._flush_handle: asyncio.Handle | None = None
         # Set while the session takes input; the handler reads the socket only then.
-        self._reading = asyncio.Event()
-        self._reading.set()
+        self._reading = ReadGate()
         self.closing = False
         self.close_code = 1000
         self.close_reason = ""
@@ -124,22 +123,22 @@ class WebSocketOutbound:
         self.closing = True
         self.close_code = code
         self.close_reason = reason
-        self._reading.set()
+        self._reading.resume()
         wake(self._ws)
 
     def abort(self) -> None:
         self._pending.clear()
         self._pending_size = 0
         self.closing = True
-        self._reading.set()
+        self._reading.resume()
         self._transport.abort()
         wake(self._ws)
 
     def pause_reading(self) -> None:
-        self._reading.clear()
+        self._reading.pause()
 
     def resume_reading(self) -> None:
-        self._reading.set()
+        self._reading.resume()
 
     def buffered(self) -> int:
         return self._pending_size + self._transport.get_write_buffer_size()
@@ -187,7 +186,7 @@ def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: 
         reading = out._reading
         try:
             while not out.closing:
-                if not reading.is_set():  # flow control, rate limit, or a full turn: not read meanwhile
+                if not reading.is_open:  # flow control, rate limit, or a full turn: not read meanwhile
                     await reading.wait()
                     continue
                 msg = await ws.receive()
