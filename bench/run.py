@@ -336,7 +336,7 @@ def run_idle(target: Target, shape: dict[str, Any], log: Callable[[str], None]) 
     lines = [line for line in out.splitlines() if line.startswith("{")]
     result = json.loads(lines[-1]) if lines else {"ok": False, "error": err[-500:]}
     if ready is not None and result.get("ok"):
-        sessions = max(1, result["sessions"] - result.get("failed", 0))
+        sessions = max(1, result["sessions"])  # the ones opened: failed ones are not in it
         result["rss_before_mb"] = before / 1024
         result["rss_held_mb"] = held / 1024
         result["kb_per_session"] = (held - before) / sessions
@@ -375,7 +375,8 @@ def cell(scenario: str, r: dict[str, Any] | None) -> str:
     if scenario == "fanout":
         return f"**{r['delivered_rate']:,.0f}** deliveries/s (p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.0f} ms)"
     if scenario == "idle":
-        return f"**{r.get('kb_per_session', 0):.1f}** KB/session ({r['sessions'] - r.get('failed', 0)} sessions)"
+        failed = f", {r['failed']} failed to open" if r.get("failed") else ""
+        return f"**{r.get('kb_per_session', 0):.1f}** KB/session ({r['sessions']} sessions{failed})"
     return f"**{r['rate']:,.0f}** sessions/s (p99 {r.get('p99_ms', 0):.0f} ms, {r.get('failed', 0)} failed)"
 
 
