@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stompgate.stomp import Frame  # noqa: E402
-from tests.clusterkit import api, wait_ready  # noqa: E402
-from tests.nodes import spawn_node  # noqa: E402
-from tests.redisproc import start_redis  # noqa: E402
-from tests.stompclient import WsStomp  # noqa: E402
+from stompgate.stomp import Frame
+from tests.clusterkit import api, wait_ready
+from tests.nodes import spawn_node
+from tests.redisproc import start_redis
+from tests.stompclient import WsStomp
 
 
 def redis_bytes(server) -> tuple[int, int]:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import platform
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
-from bench.core import best, connect  # noqa: E402
-from stompgate.broker import Broker, BrokerSettings, DevAuthenticator  # noqa: E402
-from stompgate.stomp import Frame, FrameParser, serialize  # noqa: E402
+from bench.core import best, connect
+from stompgate.broker import Broker, BrokerSettings, DevAuthenticator
+from stompgate.stomp import Frame, FrameParser, serialize
 
 
 def broker_with(patterns: Callable[[int, int], str], sessions: int, per_session: int) -> Broker:

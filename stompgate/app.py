@@ -13,7 +13,14 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
-from .broker import Broker, BrokerSettings, DevAuthenticator, JwtAuthenticator, SessionLimits, StaticAuthenticator
+from .broker import (
+    Broker,
+    BrokerSettings,
+    DevAuthenticator,
+    JwtAuthenticator,
+    SessionLimits,
+    StaticAuthenticator,
+)
 from .broker.auth import Authenticator
 from .broker.session import CLOSE_POLICY
 from .bus.memory import MemoryBus

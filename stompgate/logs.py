@@ -17,7 +17,8 @@ import logging
 import re
 import time
 import traceback
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 # C0 controls (tab and newline included), DEL, C1 controls, U+2028/U+2029 (line
 # breaks to many readers and to str.splitlines) and UTF-16 surrogates.

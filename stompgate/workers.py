@@ -16,8 +16,8 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Callable
 
 from .config import Config
 from .logs import SafeFormatter
@@ -55,7 +55,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
             code = 1
             try:
                 code = run_worker(worker)
-            except BaseException:  # noqa: BLE001 - reported, then the worker ends
+            except BaseException:
                 log.exception("worker %d failed", index)
             finally:
                 logging.shutdown()

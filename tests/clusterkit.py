@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.error
@@ -62,6 +61,6 @@ async def nothing_more(client: WsStomp, wait: float = 0.3) -> None:
     """No further frame arrives (no duplicate, nothing unexpected)."""
     try:
         frame = await client.recv(wait)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return
     raise AssertionError(f"unexpected frame: {frame}")

@@ -100,7 +100,7 @@ class Probe:
         start = time.perf_counter()
         try:
             return await asyncio.wait_for(coro, SAMPLE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return max(SAMPLE_TIMEOUT_S, time.perf_counter() - start)
 
     async def measure(self, samples: int = 20, pause: float = 0.02) -> Stats:

@@ -65,7 +65,7 @@ class Connection:
         self._ended = False
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "Connection":
+    async def open(cls, host: str, port: int) -> Connection:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
         return cls(reader, writer, host, port)
 
@@ -228,7 +228,7 @@ class Connection:
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (Exception, asyncio.TimeoutError):
+        except (TimeoutError, Exception):
             pass
 
 

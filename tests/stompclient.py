@@ -25,7 +25,7 @@ class Closed(Exception):
 class WsStomp:
     # Every client opened, so a fixture can close them while the test's loop still runs
     # (a client left open does not answer the node's closing handshake at shutdown).
-    opened: list["WsStomp"] = []
+    opened: list[WsStomp] = []
 
     def __init__(self, ws: Any, version: str = "1.2") -> None:
         WsStomp.opened.append(self)
@@ -35,7 +35,7 @@ class WsStomp:
         self.raw: list[str | bytes] = []  # every WebSocket message received, in order
 
     @classmethod
-    async def open(cls, url: str, subprotocols: list[str] | None = None, **kw: Any) -> "WsStomp":
+    async def open(cls, url: str, subprotocols: list[str] | None = None, **kw: Any) -> WsStomp:
         ws = await websockets.connect(
             url, subprotocols=subprotocols or ["v12.stomp", "v11.stomp", "v10.stomp"], max_size=None, **kw
         )
@@ -44,7 +44,7 @@ class WsStomp:
     @classmethod
     async def connect(
         cls, url: str, login: str | None = "alice", version: str = "1.2", heart_beat: str = "0,0", **headers: str
-    ) -> "WsStomp":
+    ) -> WsStomp:
         client = await cls.open(url)
         h = {"accept-version": version, "heart-beat": heart_beat, **headers}
         if login is not None:

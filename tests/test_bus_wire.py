@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from stompgate.bus.base import decode, encode
 from stompgate.broker.message import Message
+from stompgate.bus.base import decode, encode
 
 
 @pytest.mark.parametrize(

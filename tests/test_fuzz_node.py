@@ -56,7 +56,7 @@ async def drain_ws(data: bytes, url: str, rng: random.Random) -> None:
         try:
             while True:
                 await asyncio.wait_for(ws.recv(), 0.3)
-        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+        except (TimeoutError, websockets.ConnectionClosed):
             pass
 
 
@@ -67,7 +67,7 @@ async def drain_tcp(data: bytes, port: int) -> None:
         await writer.drain()
         while await asyncio.wait_for(reader.read(65536), 0.3):
             pass
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         pass
     finally:
         writer.close()

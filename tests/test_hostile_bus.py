@@ -186,7 +186,7 @@ async def test_open_transactions_are_bounded_in_bytes(node: NodeProcess) -> None
         try:
             error = await mallory.recv(0.5)
             break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
     assert error is not None and error.command == "ERROR", error
     assert "open transactions would hold more than 4194304 bytes" in error.headers["message"]
@@ -272,7 +272,7 @@ async def test_a_session_over_its_rate_is_throttled_not_closed(node_factory: Any
         try:
             await watcher.recv(0.1)
             got += 1
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     assert got < 600, f"{got} messages in the first second at 200 frames/s (bucket 200)"
     await flooder.publish("/topic/rate", b"after", receipt=True)  # still served, in order, when its turn comes

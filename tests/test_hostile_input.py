@@ -297,7 +297,7 @@ async def test_a_jwt_claim_with_a_newline_is_refused(node_factory) -> None:
 def test_http_logins_check_the_name_too(node_factory) -> None:
     """HTTP Basic and the login cookie on /api/unread and on the extension's endpoints."""
     node = node_factory(chat_overrides())
-    basic = "Basic " + base64.b64encode("eve\nforged:".encode()).decode()
+    basic = "Basic " + base64.b64encode(b"eve\nforged:").decode()
     for path in ("/api/unread", "/wsTemplate/pullUnreadMessage"):
         for headers in ({"Authorization": basic}, {"Cookie": "chat_user=eve%0Dforged"}):
             status, _, raw = call(node, path, b'{"destination": "/topic/reply"}', headers=headers)

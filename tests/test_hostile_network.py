@@ -14,9 +14,9 @@ import asyncio
 import re
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import pytest
 
@@ -60,7 +60,7 @@ async def read_all(reader: asyncio.StreamReader, timeout: float) -> bytes | None
     """Everything until the server closes; None if it is still open after ``timeout``."""
     try:
         return await asyncio.wait_for(reader.read(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     except ConnectionError:
         return b""
@@ -181,7 +181,7 @@ class SlowAttack:
         port = self.tcp_port if kind.startswith("tcp") else self.http_port
         try:
             reader, writer = await connect_from(self.source, port)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return
         self.opened += 1
         start = time.monotonic()

@@ -138,7 +138,7 @@ async def read_text_until(conn: Connection, sep: str, timeout: float = 5) -> str
 async def assert_body_ends(conn: Connection, timeout: float = 5) -> None:
     try:
         rest = await conn.body_ends(timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"the response body did not end within {timeout} s (no final chunk / connection close)")
     assert rest == b"", f"expected the response to end, got more data: {rest[:200]!r}"
 

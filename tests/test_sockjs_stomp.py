@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -103,7 +104,7 @@ class Streaming:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 out.append(await self.line(left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return out
 

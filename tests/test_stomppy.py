@@ -18,7 +18,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -408,7 +409,7 @@ class RawConnection:
                 self.sock.settimeout(remaining)
                 try:
                     chunk = self.sock.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except ConnectionResetError:
                     return data, None
@@ -632,7 +633,7 @@ def test_custom_headers_pass_through(node, clients, transport) -> None:
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [
-        ("zero\x00one\x00\x00two\x00".encode(), "text/plain"),
+        (b"zero\x00one\x00\x00two\x00", "text/plain"),
         (b"\x00" + bytes(range(256)) + b"\x00\xff\xfe\x00", "application/octet-stream"),
         (bytes(range(256)) * 1200, "application/octet-stream"),  # 300 KiB: many TCP reads, 64-bit WS length
     ],

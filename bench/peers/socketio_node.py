@@ -38,9 +38,7 @@ import weakref
 
 import socketio
 from aiohttp import web
-
 from aioserve import run, serve_until_signal
-
 
 # Every WebSocketResponse the engine.io aiohttp driver opens, so that shutdown can close them at once.
 OPEN_WEBSOCKETS: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()

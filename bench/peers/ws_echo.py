@@ -17,7 +17,6 @@ import asyncio
 import weakref
 
 from aiohttp import WSMsgType, web
-
 from aioserve import run, serve_until_signal
 
 TEXT = WSMsgType.TEXT

@@ -1,6 +1,13 @@
 """Sans-I/O broker core: sessions, destinations, subscriptions, identity, routing."""
 
-from .auth import AuthError, Authenticator, Credentials, DevAuthenticator, JwtAuthenticator, StaticAuthenticator
+from .auth import (
+    Authenticator,
+    AuthError,
+    Credentials,
+    DevAuthenticator,
+    JwtAuthenticator,
+    StaticAuthenticator,
+)
 from .broker import Broker, BrokerSettings, BrokerStats
 from .destinations import DestinationError, DestinationRules, encode_user
 from .message import Message

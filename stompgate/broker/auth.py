@@ -14,8 +14,8 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import unquote
 from typing import Protocol
+from urllib.parse import unquote
 
 import jwt
 

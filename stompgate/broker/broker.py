@@ -9,13 +9,14 @@ no subscriber anywhere and gives them back when one subscribes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .auth import Authenticator
 from .destinations import DestinationRules, has_wildcard
 from .message import Message
-from .session import Session, SessionLimits, CLOSE_RESTART
+from .session import CLOSE_RESTART, Session, SessionLimits
 from .subscriptions import Subscription, SubscriptionIndex
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..logs import RateLimitedLog
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
-from ..logs import RateLimitedLog
 from .auth import AuthError, Credentials, login
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .names import RESERVED, RESERVED_HEADERS, destination_problem, header_name_verdict, user_name_problem

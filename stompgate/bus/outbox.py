@@ -14,7 +14,8 @@ import enum
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..broker.broker import Done, Sender
 from .base import StoreNotices

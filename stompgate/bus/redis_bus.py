@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
     BusyLoadingError,
@@ -376,7 +377,7 @@ class RedisBus:
                 if not self._scripts_loaded:
                     await self._load_scripts()
                 results = await self._send(batch)
-            except Exception as exc:  # noqa: BLE001 - the writer must survive anything
+            except Exception as exc:
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("publishing to redis failed")
                 self._commands_ok = False
@@ -547,7 +548,7 @@ class RedisBus:
                 if not self._commands_ok:
                     self._commands_ok = True
                     self._recovered()
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must survive anything
+            except Exception as exc:
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("heartbeat to redis failed")
                 self._commands_ok = False
@@ -659,7 +660,7 @@ class _Listener:
             if self.bus._commands_ok:
                 try:
                     await asyncio.wait_for(self._ready.wait(), 2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
             if not self.ok:
                 return
@@ -707,8 +708,8 @@ class _Listener:
                 conn.send(pack(("SSUBSCRIBE", *missing)))
                 try:
                     await asyncio.wait_for(asyncio.gather(*waiters), 5)
-                except asyncio.TimeoutError:
-                    raise asyncio.TimeoutError("shard channel subscriptions not confirmed") from None
+                except TimeoutError:
+                    raise TimeoutError("shard channel subscriptions not confirmed") from None
                 done |= missing
         except BaseException:
             for _channel, replay in self._resume:  # live deliveries must not wait for a connection
@@ -737,7 +738,7 @@ class _Listener:
                 bus._recovered()
                 backoff = 0.1
                 raise (await conn.closed) or RespConnectionError("pub/sub connection closed")
-            except Exception as exc:  # noqa: BLE001 - the listener must survive anything
+            except Exception as exc:
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("redis pub/sub failed")
                 bus._failed("subscribe", exc)
@@ -810,7 +811,7 @@ async def _bounded(what: str, awaitable: Any, timeout: float = 1.0) -> None:
     """At shutdown: give a step a second, and say so when it takes longer or fails."""
     try:
         await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("shutdown: %s took over %.0f s; going on", what, timeout)
     except Exception as exc:  # noqa: BLE001 - best effort at exit
         log.debug("shutdown: %s failed: %s", what, exc)

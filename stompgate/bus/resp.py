@@ -16,8 +16,9 @@ import asyncio
 import logging
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -125,7 +126,7 @@ class RespConnection(asyncio.Protocol):
                     for reply in await conn.request(b"".join(hello), len(hello)):
                         if isinstance(reply, ReplyError):
                             raise RespConnectionError(f"redis refused the connection: {reply}")
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             conn.close()
             where = address.path or f"{address.host}:{address.port}"
             raise RespConnectionError(f"cannot connect to redis at {where}: {exc or 'timed out'}") from None
@@ -187,7 +188,7 @@ class RespConnection(asyncio.Protocol):
         elif self.on_push is not None:
             try:
                 self.on_push(reply)
-            except Exception:  # noqa: BLE001 - one bad message must not end the connection
+            except Exception:
                 log.exception("handling a message from redis failed")
         else:
             log.warning("unexpected reply from redis: %r", reply)

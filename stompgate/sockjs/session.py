@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..wsio import ReadGate
 from .frames import HEARTBEAT, OPEN, close_frame, encode_messages

@@ -15,8 +15,8 @@ import asyncio
 import ipaddress
 import logging
 import resource
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Callable, Iterable
 
 from ..stomp import Frame, serialize
 
