@@ -1,5 +1,5 @@
 # The two commands: `make run` (one node on config.yaml) and `make test` (everything).
-.PHONY: run test check-config clean
+.PHONY: run test lint check-config clean
 
 run:
 	@scripts/bootstrap.sh run
@@ -7,7 +7,14 @@ run:
 
 test:
 	@scripts/bootstrap.sh test
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint:  # what make test checks before the tests: ruff on everything, mypy --strict on stompgate/
+	@scripts/bootstrap.sh test
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 check-config:
 	@scripts/bootstrap.sh run

@@ -207,7 +207,8 @@ class Node:
                 budget, session.id, session.user or "-", session.remote, size,
             )
             session.fail(
-                f"server memory budget exceeded: this session held {size} bytes; closed first as the heaviest",
+                f"server memory budget exceeded: this session held {size} bytes; "
+                "closed first as the heaviest",
                 code=CLOSE_POLICY,
             )
             # The ERROR goes out if the peer reads; its buffers are freed in a second either way.
@@ -249,7 +250,8 @@ class Node:
         )
         await site.start()
         log.info(
-            "stompgate %s node %s listening on http://%s:%d (websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",
+            "stompgate %s node %s listening on http://%s:%d "
+            "(websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",
             __version__,
             self.node_id,
             cfg.host,

@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", "-c", required=True, help="YAML configuration file")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override logging.level")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override logging.level"
+    )
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     return parser

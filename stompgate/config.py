@@ -73,13 +73,17 @@ class SockJSConfig:
 
     def validate(self, path: str, problems: list[str]) -> None:
         if not self.path.startswith("/") or self.path == "/" or self.path.endswith("/"):
-            problems.append(f"{path}.path: required, starts with '/' and does not end with one, got {self.path!r}")
+            problems.append(
+                f"{path}.path: required, starts with '/' and does not end with one, got {self.path!r}"
+            )
         _positive(self.heartbeat_s, f"{path}.heartbeat_s", problems)
         _positive(self.disconnect_delay_s, f"{path}.disconnect_delay_s", problems)
         _positive(self.streaming_limit, f"{path}.streaming_limit", problems)
         for i, origin in enumerate(self.allowed_origins):
             if origin != "*" and "://" not in origin:
-                problems.append(f"{path}.allowed_origins[{i}]: expected '*' or scheme://host[:port], got {origin!r}")
+                problems.append(
+                    f"{path}.allowed_origins[{i}]: expected '*' or scheme://host[:port], got {origin!r}"
+                )
 
 
 @dataclass
@@ -165,7 +169,9 @@ class ServerConfig:
             sockjs.validate(f"{path}.sockjs[{i}]", problems)
         taken = list(self.websocket_paths) + [s.path for s in self.sockjs]
         if len(set(taken)) != len(taken):
-            problems.append(f"{path}.sockjs: a path is used twice (websocket_paths and sockjs paths must differ)")
+            problems.append(
+                f"{path}.sockjs: a path is used twice (websocket_paths and sockjs paths must differ)"
+            )
         for i, static in enumerate(self.static):
             static.validate(f"{path}.static[{i}]", problems)
         for i, ext in enumerate(self.extensions):
@@ -253,7 +259,9 @@ class DestinationsConfig:
             if prefix.startswith(self.user_prefix.rstrip("/")):
                 problems.append(f"{path}.broker_prefixes[{i}]: {prefix!r} overlaps user_prefix")
         if not self.user_prefix.startswith("/") or self.user_prefix == "/":
-            problems.append(f"{path}.user_prefix: must start with '/' and not be '/', got {self.user_prefix!r}")
+            problems.append(
+                f"{path}.user_prefix: must start with '/' and not be '/', got {self.user_prefix!r}"
+            )
         if self.path_separator not in ("/", "."):
             problems.append(f"{path}.path_separator: must be '/' or '.', got {self.path_separator!r}")
 
@@ -327,7 +335,9 @@ class ApiConfig:
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.enabled and not self.key:
-            problems.append(f"{path}.key: required when {path}.enabled is true (or set {path}.enabled: false)")
+            problems.append(
+                f"{path}.key: required when {path}.enabled is true (or set {path}.enabled: false)"
+            )
         if not self.prefix.startswith("/"):
             problems.append(f"{path}.prefix: must start with '/', got {self.prefix!r}")
 
@@ -437,18 +447,24 @@ class Config:
         if self.server.workers > 1:
             # Each worker is a node of its own: they reach each other's sessions only through Redis.
             if self.bus.type != "redis":
-                problems.append("server.workers: more than 1 needs bus.type redis (workers reach each other through it)")
+                problems.append(
+                    "server.workers: more than 1 needs bus.type redis (workers reach each other through it)"
+                )
             if self.server.sockjs:
                 problems.append(
-                    "server.workers: more than 1 cannot serve server.sockjs: SockJS's HTTP transports need every "
-                    "request of a session on one process; run one worker per port behind a proxy that hashes "
-                    "on the session (examples/cluster)"
+                    "server.workers: more than 1 cannot serve server.sockjs: SockJS's HTTP transports "
+                    "need every request of a session on one process; run one worker per port behind a "
+                    "proxy that hashes on the session (examples/cluster)"
                 )
             if self.server.port == 0 or (self.server.tcp.enabled and self.server.tcp.port == 0):
-                problems.append("server.workers: more than 1 needs fixed ports (not 0), shared by the workers")
+                problems.append(
+                    "server.workers: more than 1 needs fixed ports (not 0), shared by the workers"
+                )
         ws = set(self.server.websocket_paths) | {s.path for s in self.server.sockjs}
         if self.api.enabled and any(p == self.api.prefix or p.startswith(self.api.prefix + "/") for p in ws):
-            problems.append(f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}")
+            problems.append(
+                f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}"
+            )
         problem = dev_exposure_problem(self)
         if problem is not None:
             problems.append(problem)
@@ -548,7 +564,7 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             choices = ", ".join(str(a) for a in args)
             problems.append(f"{key}: must be one of {choices}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             problems.append(f"{key}: expected a mapping, got {_shown(value)}")
             return tp()
@@ -641,8 +657,7 @@ def _env_overrides(env: Mapping[str, str], data: dict[str, Any], notes: list[Con
     if applied:
         notes.append(
             ConfigNote(
-                "environment overrides: "
-                + ", ".join(f"{'.'.join(keys)} ({name})" for name, keys in applied)
+                "environment overrides: " + ", ".join(f"{'.'.join(keys)} ({name})" for name, keys in applied)
             )
         )
     mode_after = _auth_mode(data)
@@ -685,7 +700,7 @@ def load_config(
         data = loaded
     _env_overrides(os.environ if env is None else env, data, [] if notes is None else notes)
     problems: list[str] = []
-    config = _build(Config, data, "", problems)
+    config: Config = _build(Config, data, "", problems)
     if not problems and path is not None:
         _resolve_paths(config, Path(path).resolve().parent)
     if not problems:

@@ -36,7 +36,9 @@ class ExtensionError(Exception):
 class NodeContext:
     """What an extension's ``setup`` receives: the aiohttp app and a small sending API."""
 
-    def __init__(self, app: web.Application, broker: Broker, bus: Any, node_id: str, body_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, app: web.Application, broker: Broker, bus: Any, node_id: str, body_timeout_s: float = 15.0
+    ) -> None:
         self.app = app
         self.broker = broker
         self.bus = bus
@@ -64,10 +66,14 @@ class NodeContext:
         """Like Spring's ``convertAndSendToUser``: every session of ``user``, on any node, or stored."""
         return await self._send(destination, payload, headers, user)
 
-    async def convert_and_send(self, destination: str, payload: Any, headers: dict[str, str] | None = None) -> int:
+    async def convert_and_send(
+        self, destination: str, payload: Any, headers: dict[str, str] | None = None
+    ) -> int:
         return await self._send(destination, payload, headers, None)
 
-    async def _send(self, destination: str, payload: Any, headers: dict[str, str] | None, user: str | None) -> int:
+    async def _send(
+        self, destination: str, payload: Any, headers: dict[str, str] | None, user: str | None
+    ) -> int:
         rules = self.broker.rules
         if user is not None and destination.startswith(rules.user_prefix):
             destination = destination[len(rules.user_root) :]
@@ -76,7 +82,9 @@ class NodeContext:
             raise ValueError(f"destination {destination!r} must start with a broker prefix")
         hdrs = dict(headers or {})
         for name, value in hdrs.items():
-            problem = header_problem(name, value) or (f"header {name!r} is set by the broker" if is_reserved(name) else None)
+            problem = header_problem(name, value) or (
+                f"header {name!r} is set by the broker" if is_reserved(name) else None
+            )
             if problem is not None:
                 raise ValueError(problem)
         body = to_body(payload, hdrs)

@@ -82,7 +82,9 @@ class _Base:
             offline=config.offline.limits(),
         )
 
-    def _message(self, destination: str, payload: Any, headers: dict[str, Any] | None, user: str | None) -> Message:
+    def _message(
+        self, destination: str, payload: Any, headers: dict[str, Any] | None, user: str | None
+    ) -> Message:
         h = {str(k): str(v) for k, v in (headers or {}).items()}
         body = to_body(payload, h)
         if user is None:
@@ -118,7 +120,8 @@ class MessagingTemplate(_Base):
     def __init__(self, redis_url: str | None = "redis://127.0.0.1:6379/0", **kw: Any) -> None:
         super().__init__(redis_url, **kw)
         if self._seeds:
-            self.redis: Any = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self._seeds])
+            nodes = [ClusterNode(h, p) for h, p in self._seeds]  # type: ignore[no-untyped-call]
+            self.redis: Any = RedisCluster(startup_nodes=nodes)
         else:
             self.redis = redis.Redis.from_url(self._url or "redis://127.0.0.1:6379/0")
         self._script = self.redis.register_script(PUBLISH_USER)
@@ -166,12 +169,16 @@ class AsyncMessagingTemplate(_Base):
     def __init__(self, redis_url: str | None = "redis://127.0.0.1:6379/0", **kw: Any) -> None:
         super().__init__(redis_url, **kw)
         if self._seeds:
-            self.redis: Any = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(h, p) for h, p in self._seeds])
+            self.redis: Any = AsyncRedisCluster(
+                startup_nodes=[AsyncClusterNode(h, p) for h, p in self._seeds]
+            )
         else:
             self.redis = aioredis.Redis.from_url(self._url or "redis://127.0.0.1:6379/0")
         self._script = self.redis.register_script(PUBLISH_USER)
 
-    async def convert_and_send(self, destination: str, payload: Any, headers: dict[str, Any] | None = None) -> None:
+    async def convert_and_send(
+        self, destination: str, payload: Any, headers: dict[str, Any] | None = None
+    ) -> None:
         message = self._message(destination, payload, headers, None)
         if message.user is not None:
             await self._send_user(message)

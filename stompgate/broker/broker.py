@@ -9,7 +9,7 @@ no subscriber anywhere and gives them back when one subscribes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,9 +63,12 @@ class Bus(Protocol):
 
     # True while the bus holds so much unsent that publishing sessions must wait;
     # it calls Broker.room() once it has drained.
-    congested: bool
+    @property
+    def congested(self) -> bool: ...
 
-    def publish(self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None) -> None:
+    def publish(
+        self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
+    ) -> None:
         """Carry a message already dispatched on this node to the rest of the cluster;
         a user message nobody is subscribed to anywhere is stored. ``sender.settle(message.size)``
         is called once the bus has taken (or refused) it."""
@@ -163,7 +166,8 @@ class Broker:
         if entry is None or pattern in entry.patterns:
             return None
         if len(entry.patterns) >= self.limits.max_user_patterns:
-            return f"the user holds {len(entry.patterns)} distinct wildcard patterns on this node, the most allowed"
+            held = len(entry.patterns)
+            return f"the user holds {held} distinct wildcard patterns on this node, the most allowed"
         return None
 
     def _count_pattern(self, sub: Subscription, delta: int) -> None:
@@ -313,6 +317,7 @@ class Broker:
 
     def dispatch(self, message: Message) -> int:
         """Deliver to the matching subscriptions held by this node."""
+        subs: Iterable[Subscription]
         if message.user is None:
             subs = self.topics.match(message.destination)
         else:

@@ -61,7 +61,7 @@ class Outbound(Protocol):
         """Bytes written to this peer and not yet taken by the kernel (the node's memory budget)."""
 
     def abort(self) -> None:
-        """Close now, dropping what is unsent: for a peer that does not read (its buffers are freed at once)."""
+        """Close now, dropping what is unsent: for a peer that does not read (its buffers go at once)."""
 
 
 @runtime_checkable
@@ -144,7 +144,7 @@ class Session:
 
     # Slots, not a __dict__: a node holds tens of thousands of sessions, and a
     # dict of ~40 attributes costs ~1.5 KB each (docs/benchmarks.md, idle).
-    __slots__ = (
+    __slots__ = (  # fmt: skip
         "broker", "closed", "connected", "id", "inflight", "limits", "out", "parser", "remote",
         "scheduler", "subscriptions", "text_only", "transport", "user", "version",
         "_bucket_time", "_byte_tokens", "_committing", "_connect_timer", "_disconnecting",
@@ -561,9 +561,7 @@ class Session:
             problem = problem or self.broker.pattern_refusal(self, target.destination)
             if problem is not None:
                 raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}")
-        head = (
-            b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
-        )
+        head = b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
         sub = Subscription(self, sub_id, target.destination, ack, user, head)
         self.subscriptions[sub_id] = sub
         if user is not None and self._receipt_of is not None:
@@ -667,7 +665,9 @@ class Session:
         if frames is None:
             raise StompSessionError(f"{frame.command} in unknown transaction {tx!r}")
         if len(frames) >= self.limits.max_transaction_frames:
-            raise StompSessionError(f"more than {self.limits.max_transaction_frames} frames in transaction {tx!r}")
+            raise StompSessionError(
+                f"more than {self.limits.max_transaction_frames} frames in transaction {tx!r}"
+            )
         size = self._frame_size
         if self._transaction_bytes + size > self.limits.max_transaction_bytes:
             raise StompSessionError(
@@ -800,7 +800,14 @@ class Session:
         if code == CLOSE_INTERNAL:
             log.error("session %s closed: %s", self.id, message)
         else:
-            _closes.log("session %s (%s %s) closed: %s", self.id, self.remote, self.user or "-", message, key=self.remote)
+            _closes.log(
+                "session %s (%s %s) closed: %s",
+                self.id,
+                self.remote,
+                self.user or "-",
+                message,
+                key=self.remote,
+            )
         self.broker.stats.errors += 1
         self._write(serialize(Frame("ERROR", error, body), self.version if self.connected else None), False)
         self.close(code, message)
@@ -870,5 +877,7 @@ def _parse_heartbeat(value: str) -> tuple[int, int]:
         if cx < 0 or cy < 0:
             raise ValueError
     except ValueError:
-        raise StompSessionError(f"invalid heart-beat header {value!r}: expected two non-negative integers") from None
+        raise StompSessionError(
+            f"invalid heart-beat header {value!r}: expected two non-negative integers"
+        ) from None
     return cx, cy

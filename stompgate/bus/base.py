@@ -46,7 +46,8 @@ class OfflineLimits:
     max_user_bytes: int = 10 * 1024 * 1024  # per user, all destinations: refused
     max_user_destinations: int = 100  # destinations a user has messages stored for: refused
     max_message_bytes: int = 64 * 1024  # one stored message: refused
-    max_total_bytes: int = 256 * 1024 * 1024  # the whole store (memory bus only; Redis has maxmemory): refused
+    # The whole store (memory bus only; Redis has maxmemory): refused past it.
+    max_total_bytes: int = 256 * 1024 * 1024
 
 
 class MessageRefused(Exception):
@@ -69,7 +70,7 @@ REFUSAL_STATUS = {
 
 
 def refusal_code(error: str) -> str | None:
-    """The code of a ``done()`` error that is a store refusal ("refused by redis: STOREFULL ..."), else None."""
+    """The code of a ``done()`` error that is a store refusal ("refused by redis: STOREFULL ..."), or None."""
     if not error.startswith("refused by "):
         return None
     code = error.partition(": ")[2].split(" ", 1)[0]
@@ -77,13 +78,16 @@ def refusal_code(error: str) -> str | None:
 
 
 def reply_text(exc: BaseException) -> str:
-    """An error reply as Redis wrote it: redis-py takes the code (``OOM``, ``NOSCRIPT``...) off the ones it knows."""
+    """An error reply as Redis wrote it (redis-py takes the code, ``OOM``, ``NOSCRIPT``..., off some)."""
     text = str(exc)
     code = getattr(exc, "status_code", None)
     if code is None:  # redis-py before 6 keeps no status_code: the codes that matter here
         from redis.exceptions import NoScriptError, OutOfMemoryError
 
-        code = "OOM" if isinstance(exc, OutOfMemoryError) else "NOSCRIPT" if isinstance(exc, NoScriptError) else None
+        if isinstance(exc, OutOfMemoryError):
+            code = "OOM"
+        elif isinstance(exc, NoScriptError):
+            code = "NOSCRIPT"
     return f"{code} {text}" if code and not text.startswith(code + " ") else text
 
 
@@ -113,7 +117,8 @@ def too_big(user: str, size: int, limits: OfflineLimits) -> str:
 
 
 def too_many_messages(user: str, count: int, limits: OfflineLimits) -> str:
-    return f"STOREFULL {_who(user)} has {count} stored messages (offline.max_user_messages = {limits.max_user_messages})"
+    cap = limits.max_user_messages
+    return f"STOREFULL {_who(user)} has {count} stored messages (offline.max_user_messages = {cap})"
 
 
 def too_many_bytes(user: str, held: int, size: int, limits: OfflineLimits) -> str:
@@ -154,7 +159,9 @@ class StoreNotices:
     ) -> None:
         self.interval_s = interval_s
         self._clock = clock
-        self._lines = RateLimitedLog(logger, "offline store warnings", burst=20, interval_s=interval_s, clock=clock)
+        self._lines = RateLimitedLog(
+            logger, "offline store warnings", burst=20, interval_s=interval_s, clock=clock
+        )
         self._drops: dict[str, tuple[float, int]] = {}  # user -> (last logged, dropped since)
         self._refusals: dict[str, tuple[float, int]] = {}  # kind -> (last logged, refused since)
 
@@ -172,7 +179,11 @@ class StoreNotices:
         self._drops[user] = (now, 0)
         self._lines.log(
             "offline store of user %r full at %s: %d older message(s) dropped%s",
-            user, destination, count + since, " (since the last report)" if since else "", key=user,
+            user,
+            destination,
+            count + since,
+            " (since the last report)" if since else "",
+            key=user,
         )
 
     def refused(self, what: str, error: str) -> None:

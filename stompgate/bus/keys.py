@@ -106,7 +106,9 @@ if drop > 0 then freed = sum(measured or sizes(0, drop - 1), drop) end
 
 local function over()
   if others_d >= max_d then
-    return string.format('STOREFULL %s has stored messages for %d destinations (offline.max_user_destinations = %d)',
+    return string.format(
+      'STOREFULL %s has stored messages for %d destinations ' ..
+      '(offline.max_user_destinations = %d)',
       who, others_d, max_d)
   end
   if others_n + len + 1 - drop > max_n then
@@ -115,7 +117,8 @@ local function over()
   end
   if others_b + real + size - freed > max_b then
     return string.format(
-      'STOREFULL %s has %d bytes of stored messages; a message of %d bytes would pass offline.max_user_bytes = %d',
+      'STOREFULL %s has %d bytes of stored messages; ' ..
+      'a message of %d bytes would pass offline.max_user_bytes = %d',
       who, others_b + real, size, max_b)
   end
   return nil
@@ -222,9 +225,10 @@ return items
 
 def publish_user_args(limits: OfflineLimits, broadcast: str, user: str, destination: str) -> list[Any]:
     """PUBLISH_USER's ARGV after the payload."""
-    return [
+    return [  # fmt: skip
         limits.max_messages, max(1, int(limits.ttl_s * 1000)), broadcast, user, destination,
-        limits.max_message_bytes, limits.max_user_messages, limits.max_user_bytes, limits.max_user_destinations,
+        limits.max_message_bytes, limits.max_user_messages, limits.max_user_bytes,
+        limits.max_user_destinations,
     ]
 
 

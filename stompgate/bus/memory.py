@@ -64,7 +64,9 @@ class MemoryBus:
     def status(self) -> dict[str, object]:
         return {"bus": "memory", "offline_messages": self.stored_messages, "offline_bytes": self.stored_bytes}
 
-    def __init__(self, limits: OfflineLimits, node_id: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limits: OfflineLimits, node_id: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = limits
         self.node_id = node_id
         self.stats = BusStats()
@@ -77,7 +79,9 @@ class MemoryBus:
         self._online: set[str] = set()
         self._notices = StoreNotices(log)
 
-    def publish(self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None) -> None:
+    def publish(
+        self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
+    ) -> None:
         error = None
         if message.user is not None and delivered_here == 0:
             error = self._keep(message)
@@ -101,9 +105,13 @@ class MemoryBus:
         self._expire_due()
         owner = self._users.get(user)
         stored = owner.destinations.get(destination) if owner is not None else None
-        count, held, dests = (owner.count, owner.bytes, len(owner.destinations)) if owner is not None else (0, 0, 0)
+        count, held, dests = (
+            (owner.count, owner.bytes, len(owner.destinations)) if owner is not None else (0, 0, 0)
+        )
         # At the (user, destination) cap the oldest go; the per-user limits apply to what is left.
-        drop = len(stored.messages) + 1 - limits.max_messages if stored is not None else 1 - limits.max_messages
+        drop = (
+            len(stored.messages) + 1 - limits.max_messages if stored is not None else 1 - limits.max_messages
+        )
         drop = max(drop, 0)
         freed = sum(stored.messages[i][1] for i in range(drop)) if stored is not None and drop else 0
         others = dests - (stored is not None)  # after this message: others + 1 destinations

@@ -41,7 +41,12 @@ class Entry:
     __slots__ = ("kind", "args", "done", "sender", "size")
 
     def __init__(
-        self, kind: Kind, args: tuple[Any, ...], done: Done | None = None, sender: Sender | None = None, size: int = 0
+        self,
+        kind: Kind,
+        args: tuple[Any, ...],
+        done: Done | None = None,
+        sender: Sender | None = None,
+        size: int = 0,
     ) -> None:
         self.kind = kind
         self.args = args
@@ -124,7 +129,8 @@ class Outbox:
         self.bytes += sum(entry.size for entry in entries)
 
     def note_dropped(self, user: str, destination: str, count: int) -> None:
-        """Older stored messages of a user were dropped at the store's cap: say so, once per interval and user."""
+        """Older stored messages of a user were dropped at the store's cap: say so, once per interval
+        and user."""
         self._notices.dropped(user, destination, count)
 
     def stalled(self) -> bool:
@@ -141,7 +147,9 @@ class Outbox:
         last, since = self._refusals.get(kind, (0.0, 0))
         if now - last >= _LOG_INTERVAL_S:
             more = f" ({since} more of this kind since the last report)" if since else ""
-            what = f"a {entry.kind.value} message" + (f" for {entry.args[0]!r}" if entry.kind is Kind.USER else "")
+            what = f"a {entry.kind.value} message" + (
+                f" for {entry.args[0]!r}" if entry.kind is Kind.USER else ""
+            )
             log.warning("redis refused %s: %s%s; the rest of the outbox goes on", what, error, more)
             self._refusals[kind] = (now, 0)
         else:

@@ -74,7 +74,9 @@ class RedisBus:
         self._take_slots = asyncio.Semaphore(_TAKE_CONCURRENCY)
         self._conn: RespConnection | None = None  # the outbox's connection (standalone Redis)
         self._probe_channel = self.keys.probe(node_id).encode()
-        self._outbox = Outbox(config.outbox_limit, config.outbox_max_bytes, config.outbox_stall_s, broker.room)
+        self._outbox = Outbox(
+            config.outbox_limit, config.outbox_max_bytes, config.outbox_stall_s, broker.room
+        )
         self._wake = asyncio.Event()
         # The main listener takes topics, the probe and (broadcast) the user pattern;
         # on a Redis Cluster each shard also gets a listener for its shard channels.
@@ -123,18 +125,21 @@ class RedisBus:
             await asyncio.sleep(0.05)
         else:
             log.warning(
-                "redis not reachable yet (%s); retrying in the background, local traffic goes on, cluster traffic is queued",
+                "redis not reachable yet (%s); retrying in the background, local traffic goes on, "
+                "cluster traffic is queued",
                 self._last_error,
             )
 
     async def stop(self) -> None:
         """Flush the outbox, leave the registry, close connections: each step bounded."""
         deadline = time.monotonic() + 2
-        while self._outbox and self._commands_ok and time.monotonic() < deadline:
+        while self._outbox and self._commands_ok and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded
             await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
-        await _bounded("stopping the writer and heartbeat", asyncio.gather(*self._tasks, return_exceptions=True))
+        await _bounded(
+            "stopping the writer and heartbeat", asyncio.gather(*self._tasks, return_exceptions=True)
+        )
         await _bounded("leaving the registry", self._leave())
         for listener in [self._main, *self._shards.values()]:
             if listener is not None:
@@ -205,13 +210,19 @@ class RedisBus:
             out["redis_out_of_memory_since"] = self._oom_since
         if not self.healthy:
             out["since"] = self._down_since
-            out["error"] = self._last_error if not (self._commands_ok and self._reader_ok) else "the outbox is not draining"
+            out["error"] = (
+                self._last_error
+                if not (self._commands_ok and self._reader_ok)
+                else "the outbox is not draining"
+            )
         return out
 
     def _failed(self, where: str, exc: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.time()
-            log.warning("redis unreachable (%s): %s; local traffic goes on, cluster traffic is queued", where, exc)
+            log.warning(
+                "redis unreachable (%s): %s; local traffic goes on, cluster traffic is queued", where, exc
+            )
         self._last_error = f"{where}: {exc}"
         self._resync = True
 
@@ -226,7 +237,9 @@ class RedisBus:
 
     # ------------------------------------------------------------ bus calls
 
-    def publish(self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None) -> None:
+    def publish(
+        self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
+    ) -> None:
         payload = encode(message, self.node_id)
         if message.user is None:
             entry = Entry(Kind.TOPIC, (payload,), done, sender, message.size)
@@ -234,8 +247,9 @@ class RedisBus:
             entry = Entry(Kind.USER, (message.user, message.destination, payload), done, sender, message.size)
         if not self._outbox.put(entry):
             self.stats.dropped += 1
+            outbox = self._outbox
             entry.finish(
-                f"the cluster bus's outbox is full ({len(self._outbox)} messages, {self._outbox.bytes} bytes): "
+                f"the cluster bus's outbox is full ({len(outbox)} messages, {outbox.bytes} bytes): "
                 + ("redis is unreachable" if not self._commands_ok else "redis does not keep up")
             )
             return
@@ -271,7 +285,8 @@ class RedisBus:
         """What is stored for (user, destination), removed from the store."""
         async with self._take_slots:
             keys = [self.keys.store(user, destination), self.keys.store_index(user)]
-            return await self._take_stored(keys=keys, args=[destination])
+            taken: list[bytes] = await self._take_stored(keys=keys, args=[destination])
+            return taken
 
     async def _subscribe(self, user: str, destination: str, channel: str) -> None:
         listener = await self._listener_for(channel)
@@ -480,7 +495,7 @@ class RedisBus:
             if type(item) is _Refused:
                 results.append(item)
                 continue
-            count = len(item)
+            count = len(item)  # type: ignore[arg-type]  # not a _Refused here
             reply = replies[at + count - 1]
             if count == 1 and not isinstance(reply, Exception):
                 results.append(reply)  # the common case: one command, no error
@@ -499,11 +514,16 @@ class RedisBus:
         if kind is Kind.USER:
             user, destination, payload = args
             bcast = "" if self.directed else keys.user_broadcast(user)
-            return [(  # EVALSHA: a cluster pipeline routes it by its keys
-                "EVALSHA", self._publish_user.sha, 3,
-                *keys.publish_keys(user, destination),
-                payload, *publish_user_args(self.limits, bcast, user, destination),
-            )]
+            return [
+                (  # EVALSHA: a cluster pipeline routes it by its keys
+                    "EVALSHA",
+                    self._publish_user.sha,
+                    3,
+                    *keys.publish_keys(user, destination),
+                    payload,
+                    *publish_user_args(self.limits, bcast, user, destination),
+                )
+            ]
         node_users = keys.node_users(self.node_id)
         if kind is Kind.SESSIONS:
             user, count = args
@@ -555,10 +575,17 @@ class RedisBus:
                 self._failed("heartbeat", exc)
             await asyncio.sleep(interval)
             main, unseen = self._main, self._probe_unseen_since
-            if main is not None and main.ok and unseen is not None and time.monotonic() - unseen > 3 * interval:
+            if (
+                main is not None
+                and main.ok
+                and unseen is not None
+                and time.monotonic() - unseen > 3 * interval
+            ):
                 # Redis took our probes but the connection brought none back: it is dead
                 # without having said so (a silent network drop). Replace it.
-                log.warning("pub/sub connection silent for %.1f s: reconnecting it", time.monotonic() - unseen)
+                log.warning(
+                    "pub/sub connection silent for %.1f s: reconnecting it", time.monotonic() - unseen
+                )
                 self._probe_unseen_since = None
                 await main.restart()
 
@@ -586,7 +613,8 @@ class RedisBus:
             log.warning(
                 "redis is out of memory (%s): messages for offline users are refused (their senders get an "
                 "error) and the node registry is not updated; live delivery goes on. Raise maxmemory, or "
-                "free memory (users reading their stored messages do)", oom,
+                "free memory (users reading their stored messages do)",
+                oom,
             )
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
@@ -730,7 +758,11 @@ class _Listener:
                 if self.patterns:
                     conn.send(pack(("PSUBSCRIBE", *self.patterns)))
                 await self._subscribe_shards(conn)
-                log.debug("pub/sub connection up: %d shard channels, %d patterns", len(self.shard_channels), len(self.patterns))
+                log.debug(
+                    "pub/sub connection up: %d shard channels, %d patterns",
+                    len(self.shard_channels),
+                    len(self.patterns),
+                )
                 self.ok = True
                 self._ready.set()
                 bus._probe_unseen_since = None
@@ -784,7 +816,9 @@ class _Again:
 # Error replies that describe Redis's state, not the command: retried, never refused.
 # Raw replies (the lean connection) by their first word; redis-py's (a Cluster) by
 # class, since it turns some into exceptions without that word ("The cluster is down").
-_TRANSIENT = ("NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK")
+_TRANSIENT = frozenset(
+    ("NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK")
+)
 _TRANSIENT_CLASSES = (NoScriptError, ClusterError, TryAgainError, AskError, ReadOnlyError, BusyLoadingError)
 
 
@@ -796,7 +830,7 @@ def _judge(replies: list[Any]) -> Any:
             if isinstance(reply, _TRANSIENT_CLASSES) or text.split(" ", 1)[0] in _TRANSIENT:
                 return _Again(text)
             return _Refused(text)
-        if isinstance(reply, Exception):  # a connection error on a Cluster pipeline: raised for the whole batch
+        if isinstance(reply, Exception):  # a connection error on a Cluster pipeline: fails the batch
             raise reply
     return replies[-1]
 

@@ -18,14 +18,18 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
 log = logging.getLogger(__name__)
 
-pack = hiredis.pack_command
+
+
+def pack(command: tuple[Any, ...]) -> bytes:
+    """One command in RESP, packed by hiredis in C (its stub types the tuple too narrowly)."""
+    return cast(bytes, hiredis.pack_command(command))
 ReplyError = hiredis.ReplyError
 
 
@@ -62,16 +66,18 @@ class Address:
         db_text = query.get("db") or (parts.path.lstrip("/") if parts.scheme != "unix" else "") or "0"
         if not db_text.isdigit():
             raise ValueError(f"{url!r}: the database must be a number, got {db_text!r}")
-        common = {"db": int(db_text), "username": username, "password": password}
+        db = int(db_text)
         if parts.scheme == "unix":
-            return cls(path=parts.path, **common)
+            return cls(path=parts.path, db=db, username=username, password=password)
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port or 6379,
             tls=parts.scheme == "rediss",
             tls_verify=query.get("ssl_cert_reqs", "required") != "none",
             tls_ca_certs=query.get("ssl_ca_certs"),
-            **common,
+            db=db,
+            username=username,
+            password=password,
         )
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -114,7 +120,11 @@ class RespConnection(asyncio.Protocol):
                 else:
                     server_hostname = address.host if address.tls else None
                     await loop.create_connection(
-                        lambda: conn, address.host, address.port, ssl=address.tls_context(), server_hostname=server_hostname
+                        lambda: conn,
+                        address.host,
+                        address.port,
+                        ssl=address.tls_context(),
+                        server_hostname=server_hostname,
                     )
                 hello = []
                 if address.password is not None:
@@ -194,7 +204,11 @@ class RespConnection(asyncio.Protocol):
             log.warning("unexpected reply from redis: %r", reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(RespConnectionError(f"redis connection lost: {exc}") if exc else RespConnectionError("redis closed the connection"))
+        self._lost(
+            RespConnectionError(f"redis connection lost: {exc}")
+            if exc
+            else RespConnectionError("redis closed the connection")
+        )
 
     def _lost(self, exc: BaseException | None) -> None:
         if not self.closed.done():

@@ -150,7 +150,8 @@ def _headers(data: dict[str, Any], limits: SessionLimits) -> dict[str, str]:
             raise BadRequest(f"headers.{name}: set by the broker, not by the publisher")
         if len(name) + 1 + len(value) > limits.max_header_length:
             raise BadRequest(
-                f"headers.{shown(name)}: longer than {limits.max_header_length} characters (stomp.max_header_length)"
+                f"headers.{shown(name)}: longer than {limits.max_header_length} characters "
+                "(stomp.max_header_length)"
             )
         out[name] = value
     return out
@@ -246,6 +247,7 @@ class PublishApi:
             headers = _headers(data, limits)
             body = _payload(data, headers)
             rules = self.broker.rules
+            user: str | None
             if user_route:
                 user = _user(data)
                 if destination.startswith(rules.user_prefix):  # "/user/queue/x" accepted too
@@ -266,7 +268,9 @@ class PublishApi:
         except BadRequest as exc:
             return _refused(exc)
         if len(body) > self.broker.limits.max_frame_size:
-            return _error(413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})")
+            return _error(
+                413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})"
+            )
         delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
         if error is not None:
             # A store limit says which (413 too large, 507 the user's store full); else 503.
@@ -312,7 +316,9 @@ class PublishApi:
     def _user_of(self, request: web.Request) -> str:
         return user_of(self.broker, request)
 
-    async def _view(self, request: web.Request, answer: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+    async def _view(
+        self, request: web.Request, answer: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> web.Response:
         """A cluster-view call: API key, then the answer, or 503 while Redis is unreachable."""
         if not self._authorized(request):
             return _error(401, "missing or wrong API key")
@@ -347,7 +353,11 @@ class PublishApi:
 
     async def stats(self, request: web.Request) -> web.Response:
         async def answer() -> dict[str, Any]:
-            return {"node": self.bus.node_id, "broker": asdict(self.broker.stats), "bus": asdict(self.bus.stats)}
+            return {
+                "node": self.bus.node_id,
+                "broker": asdict(self.broker.stats),
+                "bus": asdict(self.bus.stats),
+            }
 
         return await self._view(request, answer)
 

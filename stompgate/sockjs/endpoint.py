@@ -27,12 +27,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import HttpVersion11, WSMsgType, web
 
-from ..wsio import WAKE, close_reason, wake, write_message
+from ..wsio import WAKE, ReadGate, close_reason, wake, write_message
 from .frames import PayloadError, decode_payload, json_string
 from .session import Connection, Handler, RequestInfo, Session, State
 
@@ -124,9 +123,13 @@ def _empty(status: int, headers: dict[str, str] | None = None) -> web.Response:
 class HttpReceiver:
     """A receiving HTTP response; the request's handler task writes what the session gives it."""
 
-    __slots__ = ("_format", "_streaming", "_limit", "_chunks", "_pending", "_event", "_ended", "_sent", "_transport")
+    __slots__ = (
+        "_format", "_streaming", "_limit", "_chunks", "_pending", "_event", "_ended", "_sent", "_transport",
+    )
 
-    def __init__(self, fmt: Callable[[str], bytes], streaming: bool, limit: int, transport: object) -> None:
+    def __init__(
+        self, fmt: Callable[[str], bytes], streaming: bool, limit: int, transport: asyncio.Transport | None
+    ) -> None:
         self._format = fmt
         self._streaming = streaming
         self._limit = limit
@@ -155,13 +158,13 @@ class HttpReceiver:
         self._ended = True
         self._event.set()
         if self._transport is not None:
-            self._transport.abort()  # type: ignore[attr-defined]
+            self._transport.abort()
 
     def buffered(self) -> int:
         transport = self._transport
         size = self._pending
         if transport is not None:
-            size += transport.get_write_buffer_size()  # type: ignore[attr-defined]
+            size += transport.get_write_buffer_size()
         return size
 
     async def run(self, response: web.StreamResponse) -> None:
@@ -183,15 +186,15 @@ class WebSocketReceiver:
 
     __slots__ = ("_ws", "_transport", "ended")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: object) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
         self._ws = ws
         self._transport = transport
         self.ended = False
 
     def send_frame(self, frame: str) -> bool:
         transport = self._transport
-        if not self.ended and not transport.is_closing():  # type: ignore[attr-defined]
-            write_message(transport, frame.encode("utf-8"), False)  # type: ignore[arg-type]
+        if not self.ended and not transport.is_closing():
+            write_message(transport, frame.encode("utf-8"), False)
         return False
 
     def end(self) -> None:
@@ -200,20 +203,30 @@ class WebSocketReceiver:
             wake(self._ws)
 
     def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()  # type: ignore[attr-defined]
+        return self._transport.get_write_buffer_size()
 
     def abort(self) -> None:
         self.ended = True
-        self._transport.abort()  # type: ignore[attr-defined]
+        self._transport.abort()
         wake(self._ws)
 
 
 class RawSession:
     """The raw ``/websocket`` entry point: no framing, one WebSocket message per message."""
 
-    __slots__ = ("id", "info", "state", "handler", "_ws", "_transport", "close_code", "close_reason", "_input")
+    __slots__ = (
+        "id",
+        "info",
+        "state",
+        "handler",
+        "_ws",
+        "_transport",
+        "close_code",
+        "close_reason",
+        "_input",
+    )
 
-    def __init__(self, info: RequestInfo, ws: web.WebSocketResponse, transport: object) -> None:
+    def __init__(self, info: RequestInfo, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
         self.id = "raw"
         self.info = info
         self.state = State.OPEN
@@ -222,38 +235,41 @@ class RawSession:
         self._transport = transport
         self.close_code = 1000
         self.close_reason = ""
-        self._input = asyncio.Event()
-        self._input.set()
+        self._input = ReadGate()
 
     def send(self, text: str) -> None:
-        if self.state is State.OPEN and not self._transport.is_closing():  # type: ignore[attr-defined]
-            write_message(self._transport, text.encode("utf-8", "surrogatepass"), False)  # type: ignore[arg-type]
+        if self.state is State.OPEN and not self._transport.is_closing():
+            write_message(self._transport, text.encode("utf-8", "surrogatepass"), False)
 
     def close(self, code: int, reason: str) -> None:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
         # Application codes outside what a WebSocket close frame may carry become 1000.
-        self.close_code = code if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012) or 3000 <= code < 5000 else 1000
+        self.close_code = (
+            code
+            if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012) or 3000 <= code < 5000
+            else 1000
+        )
         self.close_reason = reason
-        self._input.set()
+        self._input.resume()
         wake(self._ws)
 
     def disable_heartbeat(self) -> None:
         pass
 
     def pause_reading(self) -> None:
-        self._input.clear()
+        self._input.pause()
 
     def resume_reading(self) -> None:
-        self._input.set()
+        self._input.resume()
 
     def abort(self) -> None:
         self.close(1002, "Connection aborted")
-        self._transport.abort()  # type: ignore[attr-defined]
+        self._transport.abort()
 
     def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()  # type: ignore[attr-defined]
+        return self._transport.get_write_buffer_size()
 
 
 class SockJSEndpoint:
@@ -270,7 +286,9 @@ class SockJSEndpoint:
         self._iframe_etag = '"' + hashlib.md5(page).hexdigest() + '"'
         self._any_origin = "*" in self.options.allowed_origins
         self._origins = frozenset(o.rstrip("/") for o in self.options.allowed_origins)
-        self._receivers: dict[str, tuple[str, Callable[[web.Request, str], Awaitable[web.StreamResponse]]]] = {
+        self._receivers: dict[
+            str, tuple[str, Callable[[web.Request, str], Awaitable[web.StreamResponse]]]
+        ] = {
             "xhr": ("POST", self._xhr_polling),
             "xhr_streaming": ("POST", self._xhr_streaming),
             "eventsource": ("GET", self._eventsource),
@@ -377,13 +395,11 @@ class SockJSEndpoint:
 
     def _info(self, request: web.Request) -> web.Response:
         self._check_origin(request)
+        websocket = "true" if self.options.websocket else "false"
+        cookie_needed = "true" if self.options.cookie_needed else "false"
         body = (
-            '{"websocket":%s,"cookie_needed":%s,"origins":["*:*"],"entropy":%d}'
-            % (
-                "true" if self.options.websocket else "false",
-                "true" if self.options.cookie_needed else "false",
-                secrets.randbits(32),
-            )
+            f'{{"websocket":{websocket},"cookie_needed":{cookie_needed},'
+            f'"origins":["*:*"],"entropy":{secrets.randbits(32)}}}'
         )
         headers = self._cors(request, {"Cache-Control": NO_CACHE})
         return web.Response(text=body, content_type="application/json", charset="UTF-8", headers=headers)
@@ -516,7 +532,9 @@ class SockJSEndpoint:
         error = await self._accept_send(request, session_id, form=False)
         if error is not None:
             return error
-        response = web.Response(status=204, headers=self._session_headers(request, "text/plain; charset=UTF-8"))
+        response = web.Response(
+            status=204, headers=self._session_headers(request, "text/plain; charset=UTF-8")
+        )
         response.body = None
         return response
 
@@ -580,7 +598,9 @@ class SockJSEndpoint:
             raise _Refused(_plain(400, '"Connection" must be "Upgrade".'))
         self._check_origin(request)
 
-    async def _accept_websocket(self, request: web.Request) -> tuple[web.WebSocketResponse, Any]:
+    async def _accept_websocket(
+        self, request: web.Request
+    ) -> tuple[web.WebSocketResponse, asyncio.Transport | None]:
         """The handshake; the transport is None if the client left during it."""
         self._check_upgrade(request)
         ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=self.options.max_message_size)
@@ -644,7 +664,7 @@ class SockJSEndpoint:
         try:
             raw.handler = self.factory(Connection(raw))  # type: ignore[arg-type]
             while raw.state is State.OPEN:
-                if not raw._input.is_set():
+                if not raw._input.is_open:
                     await raw._input.wait()
                     continue
                 msg = await ws.receive()

@@ -63,7 +63,9 @@ class Handler(Protocol):
 class RequestInfo:
     """The request that opened the session, for authentication and logs."""
 
-    transport: str  # "websocket", "xhr-streaming", "xhr-polling", "eventsource", "htmlfile", "jsonp-polling", "raw-websocket"
+    # "websocket", "xhr-streaming", "xhr-polling", "eventsource", "htmlfile", "jsonp-polling",
+    # "raw-websocket"
+    transport: str
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     query: dict[str, str] = field(default_factory=dict)
     remote: str = ""

@@ -162,7 +162,8 @@ class FrameParser:
             pending = len(buf) - pos
             if pending > self.max_frame_size:
                 raise FrameTooLarge(f"frame larger than {self.max_frame_size} bytes")
-            if pending > self.max_header_length and buf.find(b"\n", pos, pos + self.max_header_length + 1) < 0:
+            limit = self.max_header_length
+            if pending > limit and buf.find(b"\n", pos, pos + limit + 1) < 0:
                 raise HeaderTooLong(f"command line longer than {self.max_header_length} bytes")
             self._head_scanned = len(buf)
             return False

@@ -17,6 +17,7 @@ import logging
 import resource
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import cast
 
 from ..stomp import Frame, serialize
 
@@ -126,7 +127,9 @@ class RefusalLog:
                 self._unlogged += count
         if self._unlogged:
             log.warning(
-                "refused %d more connections in the last %g s (addresses not listed)", self._unlogged, self.interval_s
+                "refused %d more connections in the last %g s (addresses not listed)",
+                self._unlogged,
+                self.interval_s,
             )
         self._unlogged = 0
         self._counts = still
@@ -236,7 +239,7 @@ class GateProtocol(asyncio.Protocol):
         try:
             protocol.connection_made(transport)
         except BaseException:
-            transport.abort()  # connection_lost follows and releases the slot
+            cast(asyncio.Transport, transport).abort()  # connection_lost follows and releases the slot
             raise
 
 

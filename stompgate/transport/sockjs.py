@@ -108,7 +108,9 @@ class StompOverSockJS:
         self.session.connection_lost()
 
 
-def stomp_sockjs_endpoint(broker: Broker, path: str, options: SockJSOptions, max_outbound_buffer: int) -> SockJSEndpoint:
+def stomp_sockjs_endpoint(
+    broker: Broker, path: str, options: SockJSOptions, max_outbound_buffer: int
+) -> SockJSEndpoint:
     """A SockJS endpoint at ``path`` whose sessions speak STOMP."""
     return SockJSEndpoint(path, lambda conn: StompOverSockJS(broker, conn, max_outbound_buffer), options)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
@@ -149,7 +150,9 @@ class WebSocketOutbound:
         await self._ws.close(code=self.close_code, message=close_reason(self.close_reason))
 
 
-def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: set[WebSocketOutbound]):
+def websocket_handler(
+    broker: Broker, max_outbound_buffer: int, open_outbounds: set[WebSocketOutbound]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler running one STOMP session per WebSocket."""
     # A frame may span many WebSocket messages; one message may also carry a frame
     # somewhat over the limit, which the parser then refuses with an ERROR. Only
@@ -170,7 +173,7 @@ def websocket_handler(broker: Broker, max_outbound_buffer: int, open_outbounds: 
         if transport is None:
             return ws
         loop = asyncio.get_running_loop()
-        out = WebSocketOutbound(ws, transport, max_outbound_buffer)  # type: ignore[arg-type]
+        out = WebSocketOutbound(ws, transport, max_outbound_buffer)
         session = Session(
             broker,
             out,
