@@ -100,7 +100,8 @@ def table(results: list[dict], users: int, messages: int) -> str:
         f"{messages} user messages (100-byte bodies) among {users} users, one session each, "
         "spread evenly over 3 nodes sharing one Redis:",
         "",
-        "| routing | published | received per node | of which ignored | received / published | Redis bytes out per message |",
+        "| routing | published | received per node | of which ignored | received / published "
+        "| Redis bytes out per message |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -114,12 +115,16 @@ def table(results: list[dict], users: int, messages: int) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=60)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    results = [await run_mode(mode, args.users, args.messages, args.seed) for mode in ("directed", "broadcast")]
+    results = [
+        await run_mode(mode, args.users, args.messages, args.seed) for mode in ("directed", "broadcast")
+    ]
     print(table(results, args.users, args.messages))
 
 

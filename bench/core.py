@@ -72,13 +72,17 @@ def best(fn, runs: int = 5) -> float:
 def connect(broker: Broker, login: str) -> tuple[Session, NullOut]:
     out = NullOut()
     s = Session(broker, out, NoScheduler())
-    s.receive_data(serialize(Frame("CONNECT", {"accept-version": "1.2", "login": login, "heart-beat": "0,0"})))
+    s.receive_data(
+        serialize(Frame("CONNECT", {"accept-version": "1.2", "login": login, "heart-beat": "0,0"}))
+    )
     return s, out
 
 
 def main() -> None:
     body = b"x" * 120
-    send = serialize(Frame("SEND", {"destination": "/user/bob/queue/chat", "content-type": "text/plain"}, body))
+    send = serialize(
+        Frame("SEND", {"destination": "/user/bob/queue/chat", "content-type": "text/plain"}, body)
+    )
     n = 100_000
 
     def parse() -> None:
@@ -120,7 +124,10 @@ def main() -> None:
     print(f"| parse 200-byte SEND | {t_parse / n * 1e6:.2f} us | {n / t_parse:,.0f} frames/s |")
     print(f"| p2p SEND -> 1 subscriber | {t_p2p / n * 1e6:.2f} us | {n / t_p2p:,.0f} msg/s |")
     d = rounds * subs
-    print(f"| fanout, per delivery (1,000 subscribers) | {t_fan / d * 1e6:.2f} us | {d / t_fan:,.0f} deliveries/s |")
+    print(
+        f"| fanout, per delivery (1,000 subscribers) | {t_fan / d * 1e6:.2f} us "
+        f"| {d / t_fan:,.0f} deliveries/s |"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ def broker_with(patterns: Callable[[int, int], str], sessions: int, per_session:
     broker = Broker(BrokerSettings(), DevAuthenticator())
     for n in range(sessions):
         s, _ = connect(broker, f"u{n}")
-        frames = [serialize(Frame("SUBSCRIBE", {"id": str(i), "destination": patterns(n, i)})) for i in range(per_session)]
+        frames = [
+            serialize(Frame("SUBSCRIBE", {"id": str(i), "destination": patterns(n, i)}))
+            for i in range(per_session)
+        ]
         s.receive_data(b"".join(frames))
         while s.parser.buffered:  # the session works in bounded batches
             s.receive_data(b"")
@@ -40,7 +43,9 @@ def broker_with(patterns: Callable[[int, int], str], sessions: int, per_session:
 
 def publish_cost(broker: Broker, rounds: int = 20) -> float:
     sender, _ = connect(broker, "sender")
-    frames = iter([serialize(Frame("SEND", {"destination": f"/topic/new{r}/x"}, b"x")) for r in range(rounds * 3)])
+    frames = iter(
+        [serialize(Frame("SEND", {"destination": f"/topic/new{r}/x"}, b"x")) for r in range(rounds * 3)]
+    )
 
     def run() -> None:
         for _ in range(rounds):  # a new destination every time: no cache helps
@@ -55,15 +60,26 @@ def main() -> None:
     broker = Broker(BrokerSettings(), DevAuthenticator())
     evil, _ = connect(broker, "evil")
     evil.receive_data(serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/topic/" + "*x" * 12 + "y"})))
-    sends = iter([serialize(Frame("SEND", {"destination": "/topic/" + "x" * (40 + i)}, b"")) for i in range(3)])
+    sends = iter(
+        [serialize(Frame("SEND", {"destination": "/topic/" + "x" * (40 + i)}, b"")) for i in range(3)]
+    )
     # A new destination each run, so that no run is answered from the match cache.
-    rows.append(("wildcard `/topic/*x...*xy` (12 stars) vs a 40-character segment", best(lambda: evil.receive_data(next(sends)), 3)))
+    rows.append(
+        (
+            "wildcard `/topic/*x...*xy` (12 stars) vs a 40-character segment",
+            best(lambda: evil.receive_data(next(sends)), 3),
+        )
+    )
 
     literal = broker_with(lambda n, i: f"/topic/s{n}/p{i}/*", 100, 1000)
-    rows.append(("publish to a new destination, 100 x 1,000 patterns `/topic/s{n}/p{i}/*`", publish_cost(literal)))
+    rows.append(
+        ("publish to a new destination, 100 x 1,000 patterns `/topic/s{n}/p{i}/*`", publish_cost(literal))
+    )
     del literal
     globbed = broker_with(lambda n, i: f"/topic/*p{n}x{i}", 100, 1000)
-    rows.append(("publish to a new destination, 100 x 1,000 patterns `/topic/*p{n}x{i}`", publish_cost(globbed)))
+    rows.append(
+        ("publish to a new destination, 100 x 1,000 patterns `/topic/*p{n}x{i}`", publish_cost(globbed))
+    )
     del globbed
 
     packed = serialize(Frame("SEND", {"destination": "/topic/a"}, b"x" * 4))

@@ -82,7 +82,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: fl
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
+    return subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True
+    )
 
 
 def terminate(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -114,7 +116,9 @@ def start_stompgate(work: Path, nodes: int = 2, workers: int = 1) -> Target:
         }
         path = work / f"stompgate{i + 1}.yaml"
         path.write_text(yaml.safe_dump(config))
-        procs.append(spawn([PY, "-m", "stompgate", "serve", "--config", str(path)], work / f"stompgate{i + 1}.log"))
+        procs.append(
+            spawn([PY, "-m", "stompgate", "serve", "--config", str(path)], work / f"stompgate{i + 1}.log")
+        )
         urls.append(f"ws://127.0.0.1:{port}/ws")
     for proc, url in zip(procs, urls):
         wait_http(url.replace("ws://", "http://").replace("/ws", "/health"), proc)
@@ -128,7 +132,11 @@ def start_stompgate(work: Path, nodes: int = 2, workers: int = 1) -> Target:
         {"kind": "stomp", "urls": urls},
         lambda: [p.pid for p in procs] + ([redis.proc.pid] if redis.proc else []),
         stop,
-        [f"{nodes} node{'s' if nodes > 1 else ''}{f' of {workers} worker processes' if workers > 1 else ''}, Redis {redis_version()}, directed routing"],
+        [
+            f"{nodes} node{'s' if nodes > 1 else ''}"
+            f"{f' of {workers} worker processes' if workers > 1 else ''}, "
+            f"Redis {redis_version()}, directed routing"
+        ],
     )
 
 
@@ -138,7 +146,10 @@ def start_socketio(work: Path, nodes: int = 2) -> Target:
     for i in range(nodes):
         port = free_port()
         procs.append(
-            spawn([PY, str(PEERS / "socketio_node.py"), "--port", str(port), "--redis", redis.url], work / f"socketio{i + 1}.log")
+            spawn(
+                [PY, str(PEERS / "socketio_node.py"), "--port", str(port), "--redis", redis.url],
+                work / f"socketio{i + 1}.log",
+            )
         )
         urls.append(f"http://127.0.0.1:{port}")
     for proc, url in zip(procs, urls):
@@ -263,10 +274,16 @@ def sustained(result: dict[str, Any], scenario: str) -> bool:
         return False
     lost = result.get("lost", 0) + result.get("duplicates", 0)
     offered = result["offered_rate"] * (result.get("subscribers", 1) if scenario == "fanout" else 1)
-    return lost == 0 and result["delivered_rate"] >= 0.95 * offered and result["p99_ms"] < P99_BOUND_MS[scenario]
+    return (
+        lost == 0
+        and result["delivered_rate"] >= 0.95 * offered
+        and result["p99_ms"] < P99_BOUND_MS[scenario]
+    )
 
 
-def sweep(target: Target, scenario: str, rates: list[int], shape: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+def sweep(
+    target: Target, scenario: str, rates: list[int], shape: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
     """The highest offered rate sustained, with its result; stops at the first failure."""
     best: dict[str, Any] = {"ok": False, "error": "not even the lowest rate was sustained"}
     for rate in rates:
@@ -294,8 +311,14 @@ def summary(r: dict[str, Any]) -> str:
 
 
 FULL = {
-    "p2p": ([1000, 2000, 3000, 5000, 8000, 10000, 15000, 20000, 25000, 30000, 40000], {"users": 200, "duration_s": 8, "warmup_s": 2, "procs": 2}),
-    "fanout": ([10, 20, 50, 100, 150, 200, 300], {"subscribers": 1000, "duration_s": 8, "warmup_s": 2, "procs": 2}),
+    "p2p": (
+        [1000, 2000, 3000, 5000, 8000, 10000, 15000, 20000, 25000, 30000, 40000],
+        {"users": 200, "duration_s": 8, "warmup_s": 2, "procs": 2},
+    ),
+    "fanout": (
+        [10, 20, 50, 100, 150, 200, 300],
+        {"subscribers": 1000, "duration_s": 8, "warmup_s": 2, "procs": 2},
+    ),
     "idle": (None, {"sessions": 20000, "hold_s": 60}),
     "connect": (None, {"count": 3000, "concurrency": 100}),
 }
@@ -346,7 +369,11 @@ def run_idle(target: Target, shape: dict[str, Any], log: Callable[[str], None]) 
 
 
 def measure(
-    target: Target, plan: dict[str, Any], scenarios: list[str], log: Callable[[str], None], smoke: bool = False
+    target: Target,
+    plan: dict[str, Any],
+    scenarios: list[str],
+    log: Callable[[str], None],
+    smoke: bool = False,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for scenario in scenarios:
@@ -372,16 +399,24 @@ def cell(scenario: str, r: dict[str, Any] | None) -> str:
     if not r.get("ok"):
         return "n/a" if r.get("error") == "unsupported" else f"failed ({str(r.get('error'))[:60]})"
     if scenario == "p2p":
-        return f"**{r['delivered_rate']:,.0f}** msg/s (p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.0f} ms)"
+        return (
+            f"**{r['delivered_rate']:,.0f}** msg/s "
+            f"(p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.0f} ms)"
+        )
     if scenario == "fanout":
-        return f"**{r['delivered_rate']:,.0f}** deliveries/s (p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.0f} ms)"
+        return (
+            f"**{r['delivered_rate']:,.0f}** deliveries/s "
+            f"(p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} / max {r['max_ms']:.0f} ms)"
+        )
     if scenario == "idle":
         failed = f", {r['failed']} failed to open" if r.get("failed") else ""
         return f"**{r.get('kb_per_session', 0):.1f}** KB/session ({r['sessions']} sessions{failed})"
     return f"**{r['rate']:,.0f}** sessions/s (p99 {r.get('p99_ms', 0):.0f} ms, {r.get('failed', 0)} failed)"
 
 
-def write_table(path: Path, results: dict[str, dict[str, Any]], targets: list[Target], scenarios: list[str], command: str) -> None:
+def write_table(
+    path: Path, results: dict[str, dict[str, Any]], targets: list[Target], scenarios: list[str], command: str
+) -> None:
     names = [t.name for t in targets]
     rows = [
         "| scenario | " + " | ".join(names) + " |",
@@ -394,7 +429,11 @@ def write_table(path: Path, results: dict[str, dict[str, Any]], targets: list[Ta
         "connect": "connect: WebSocket handshake + CONNECT + SUBSCRIBE with receipt",
     }
     for scenario in scenarios:
-        rows.append(f"| {labels[scenario]} | " + " | ".join(cell(scenario, results[n].get(scenario)) for n in names) + " |")
+        rows.append(
+            f"| {labels[scenario]} | "
+            + " | ".join(cell(scenario, results[n].get(scenario)) for n in names)
+            + " |"
+        )
     setup = "\n".join(f"- **{t.name}**: {'; '.join(t.notes)}" for t in targets)
     text = f"""# Benchmarks
 
@@ -423,17 +462,30 @@ def node_version() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default="stompgate,stompgate-1node,stompgate-1node-2workers,rabbitmq,socketio,echo")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--targets", default="stompgate,stompgate-1node,stompgate-1node-2workers,rabbitmq,socketio,echo"
+    )
     parser.add_argument("--scenarios", default="p2p,fanout,idle,connect")
-    parser.add_argument("--smoke", action="store_true", help="low rates on stompgate, exit 1 if anything was lost")
+    parser.add_argument(
+        "--smoke", action="store_true", help="low rates on stompgate, exit 1 if anything was lost"
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     if shutil.which("node") is None or not (LOADGEN.parent / "node_modules").is_dir():
-        print("bench: Node.js and `npm install` in bench/loadgen are needed (scripts/bootstrap.sh test)", file=sys.stderr)
+        print(
+            "bench: Node.js and `npm install` in bench/loadgen are needed (scripts/bootstrap.sh test)",
+            file=sys.stderr,
+        )
         return 2
     plan = SMOKE if args.smoke else FULL
-    names = ["stompgate"] if args.smoke and args.targets == parser.get_default("targets") else args.targets.split(",")
+    names = (
+        ["stompgate"]
+        if args.smoke and args.targets == parser.get_default("targets")
+        else args.targets.split(",")
+    )
     scenarios = args.scenarios.split(",")
     results: dict[str, dict[str, Any]] = {}
     targets: list[Target] = []
@@ -452,17 +504,23 @@ def main() -> int:
                 if scenario == scenarios[0]:
                     targets.append(target)
                 try:
-                    results[name].update(measure(target, plan, [scenario], lambda line: print(line, flush=True), args.smoke))
+                    results[name].update(
+                        measure(target, plan, [scenario], lambda line: print(line, flush=True), args.smoke)
+                    )
                 finally:
                     target.stop()
             for scenario, r in results[name].items():
                 if r.get("error") == "unsupported":  # e.g. fan-out on the echo server
                     continue
-                if args.smoke and (not r.get("ok") or r.get("lost", 0) or r.get("duplicates", 0) or r.get("failed", 0)):
+                if args.smoke and (
+                    not r.get("ok") or r.get("lost", 0) or r.get("duplicates", 0) or r.get("failed", 0)
+                ):
                     print(f"SMOKE FAILED: {name} {scenario}: {r}", flush=True)
                     failed = True
     if not args.smoke:
-        command = "      .venv/bin/python bench/run.py" + ("" if args.targets == parser.get_default("targets") else f" --targets {args.targets}")
+        command = "      .venv/bin/python bench/run.py" + (
+            "" if args.targets == parser.get_default("targets") else f" --targets {args.targets}"
+        )
         write_table(Path(args.out), results, targets, scenarios, command.strip())
         print(f"written: {args.out}")
     return 1 if failed else 0

@@ -90,7 +90,9 @@ def sockjs_frame(raw: str, counter: Counter) -> None:
 
 
 async def sockjs_websocket(base: str, counter: Counter) -> None:
-    async with connect(f"{base.replace('http', 'ws')}/sj/000/{uuid.uuid4().hex[:8]}/websocket", max_size=None) as ws:
+    async with connect(
+        f"{base.replace('http', 'ws')}/sj/000/{uuid.uuid4().hex[:8]}/websocket", max_size=None
+    ) as ws:
         assert await ws.recv() == "o"
         await ws.send(json.dumps([CONNECT, SUBSCRIBE]))
         while not counter.done.is_set():
@@ -170,7 +172,9 @@ async def publish(base: str, count: int) -> None:
             await ws.send(frame * min(100, count - i))  # 100 frames per WebSocket message
 
 
-async def measure(base: str, pid: int, carrier: Callable[[str, Counter], Awaitable[None]], count: int) -> tuple[float, float]:
+async def measure(
+    base: str, pid: int, carrier: Callable[[str, Counter], Awaitable[None]], count: int
+) -> tuple[float, float]:
     counter = Counter(count)
     task = asyncio.create_task(carrier(base, counter))
     await asyncio.wait_for(counter.ready.wait(), 10)
@@ -181,7 +185,7 @@ async def measure(base: str, pid: int, carrier: Callable[[str, Counter], Awaitab
     task.cancel()
     try:
         await task
-    except (asyncio.CancelledError, Exception):
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the carrier's end, however it came, is moot
         pass
     return count / elapsed, cpu / count * 1e6
 
@@ -191,7 +195,10 @@ def start_node(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     config = {
         "server": {"port": port, "websocket_paths": ["/ws"], "sockjs": [{"path": "/sj"}]},
         # No rate limit: the publisher sends as fast as the node takes frames (cost, not policy).
-        "stomp": {"heartbeat": {"send_ms": 0, "receive_ms": 0}, "rate_limit": {"frames_per_s": 0, "bytes_per_s": 0}},
+        "stomp": {
+            "heartbeat": {"send_ms": 0, "receive_ms": 0},
+            "rate_limit": {"frames_per_s": 0, "bytes_per_s": 0},
+        },
         "auth": {"mode": "dev"},
         "api": {"enabled": False},
         "logging": {"level": "warning"},
@@ -218,7 +225,10 @@ async def run(count: int, rounds: int) -> None:
         proc, base = start_node(Path(tmp))
         try:
             await measure(base, proc.pid, plain_websocket, 2000)  # warm-up
-            print(f"Python {platform.python_version()}, {os.cpu_count()} cores, {count} messages of 100 bytes, best of {rounds}\n")
+            print(
+                f"Python {platform.python_version()}, {os.cpu_count()} cores, "
+                f"{count} messages of 100 bytes, best of {rounds}\n"
+            )
             print("| carrier | delivered msg/s | node CPU per message |")
             print("|---|---|---|")
             for name, carrier in CARRIERS.items():
@@ -232,7 +242,9 @@ async def run(count: int, rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

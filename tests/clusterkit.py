@@ -25,7 +25,9 @@ DEPLOYMENTS = [
 FAST = {"node_heartbeat_s": 0.5, "node_timeout_s": 2.0}
 
 
-def api(node: NodeProcess, method: str, path: str, body: Any = None, auth: str | None = None) -> tuple[int, Any]:
+def api(
+    node: NodeProcess, method: str, path: str, body: Any = None, auth: str | None = None
+) -> tuple[int, Any]:
     """One HTTP API call (with the test API key unless ``auth`` says otherwise)."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": auth or f"Bearer {API_KEY}", "Content-Type": "application/json"}
@@ -53,7 +55,9 @@ def wait_ready(node: NodeProcess, want: bool = True, timeout: float = 15) -> Non
     deadline = time.monotonic() + timeout
     while ready(node) is not want:
         if time.monotonic() > deadline:
-            raise AssertionError(f"/ready of {node.http_url} not {want} after {timeout} s:\n{node.log()[-3000:]}")
+            raise AssertionError(
+                f"/ready of {node.http_url} not {want} after {timeout} s:\n{node.log()[-3000:]}"
+            )
         time.sleep(0.05)
 
 

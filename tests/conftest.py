@@ -91,7 +91,9 @@ def bus_config_for(request: pytest.FixtureRequest) -> Callable[[str, str], dict[
         if deployment == "standalone":
             redis: dict[str, Any] = {"url": request.getfixturevalue("standalone_redis").url}
         else:
-            redis = {"cluster_nodes": [f"127.0.0.1:{s.port}" for s in request.getfixturevalue("redis_cluster")]}
+            redis = {
+                "cluster_nodes": [f"127.0.0.1:{s.port}" for s in request.getfixturevalue("redis_cluster")]
+            }
         redis["prefix"] = f"test{next(_prefixes)}"
         return {"bus": {"type": "redis", "routing": routing, "redis": redis, **FAST}}
 

@@ -78,7 +78,9 @@ class Probe:
     async def start(self) -> Probe:
         # No client pings: a frozen node must show as slow samples, not as a closed probe.
         client = await WsStomp.open(self.url, ping_interval=None)
-        await client.send(Frame("CONNECT", {"accept-version": "1.2", "login": self.user, "heart-beat": "0,0"}))
+        await client.send(
+            Frame("CONNECT", {"accept-version": "1.2", "login": self.user, "heart-beat": "0,0"})
+        )
         assert (await client.recv()).command == "CONNECTED"
         self.client = client
         await self.client.subscribe("/user/queue/probe", "probe")
@@ -127,7 +129,9 @@ def ratios(idle: Stats, attacked: Stats) -> dict[str, float]:
     return out
 
 
-def assert_unharmed(idle: Stats, attacked: Stats, factor: float = DEFAULT_FACTOR, what: str = "") -> dict[str, float]:
+def assert_unharmed(
+    idle: Stats, attacked: Stats, factor: float = DEFAULT_FACTOR, what: str = ""
+) -> dict[str, float]:
     """The attack cost the innocent user and the health probe at most ``factor`` x idle."""
     found = ratios(idle, attacked)
     worst = max(found, key=found.__getitem__)

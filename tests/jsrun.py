@@ -26,7 +26,9 @@ def run_scenario(
     node_bin = shutil.which("node")
     assert node_bin, "Node.js is needed for these tests: scripts/bootstrap.sh test installs it"
     for package in needs:
-        assert (JS_DIR / "node_modules" / package).is_dir(), f"{package} missing: run `npm install` in tests/js"
+        assert (JS_DIR / "node_modules" / package).is_dir(), (
+            f"{package} missing: run `npm install` in tests/js"
+        )
     proc = subprocess.run(
         [node_bin, script, *args], cwd=JS_DIR, capture_output=True, text=True, timeout=timeout
     )

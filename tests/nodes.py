@@ -165,4 +165,6 @@ def spawn_node(tmp_path: Path, overrides: dict[str, Any] | None = None, name: st
             cwd=ROOT,
             env=env,
         )
-    return NodeProcess(proc, config["server"]["port"], config["server"]["tcp"]["port"], config_path, log_path, config)
+    return NodeProcess(
+        proc, config["server"]["port"], config["server"]["tcp"]["port"], config_path, log_path, config
+    )

@@ -79,7 +79,13 @@ def start_redis(tmp: Path, persistent: bool = False) -> RedisProcess:
 
 def start_cluster(tmp: Path, masters: int = 3, persistent: bool = False) -> list[RedisProcess]:
     servers = [
-        RedisProcess(free_port(), tmp / f"redis-cluster-{i}", cluster=True, cluster_port=free_port(), persistent=persistent)
+        RedisProcess(
+            free_port(),
+            tmp / f"redis-cluster-{i}",
+            cluster=True,
+            cluster_port=free_port(),
+            persistent=persistent,
+        )
         for i in range(masters)
     ]
     for s in servers:

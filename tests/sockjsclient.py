@@ -228,7 +228,7 @@ class Connection:
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (TimeoutError, Exception):
+        except (TimeoutError, Exception):  # noqa: BLE001 - closing is best effort: the peer may be gone
             pass
 
 

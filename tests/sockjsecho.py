@@ -74,6 +74,8 @@ def start_echo_server(log_dir: Path) -> EchoServer:
     while not _answers_200(server.http("/echo")):
         if proc.poll() is not None or time.monotonic() > deadline:
             server.stop()
-            raise RuntimeError(f"the SockJS echo server did not start (exit {proc.returncode}):\n{server.log()}")
+            raise RuntimeError(
+                f"the SockJS echo server did not start (exit {proc.returncode}):\n{server.log()}"
+            )
         time.sleep(0.05)
     return server

@@ -43,7 +43,12 @@ class WsStomp:
 
     @classmethod
     async def connect(
-        cls, url: str, login: str | None = "alice", version: str = "1.2", heart_beat: str = "0,0", **headers: str
+        cls,
+        url: str,
+        login: str | None = "alice",
+        version: str = "1.2",
+        heart_beat: str = "0,0",
+        **headers: str,
     ) -> WsStomp:
         client = await cls.open(url)
         h = {"accept-version": version, "heart-beat": heart_beat, **headers}
@@ -71,16 +76,25 @@ class WsStomp:
             try:
                 data = await asyncio.wait_for(self.ws.recv(), timeout)
             except websockets.ConnectionClosed as exc:
-                raise Closed(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
+                raise Closed(
+                    exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
+                ) from None
             self.raw.append(data)
             self.parser.feed(data.encode() if isinstance(data, str) else data)
 
     async def subscribe(self, destination: str, sub_id: str = "0", **headers: str) -> None:
-        await self.send(Frame("SUBSCRIBE", {"id": sub_id, "destination": destination, "receipt": f"sub-{sub_id}", **headers}))
+        await self.send(
+            Frame(
+                "SUBSCRIBE",
+                {"id": sub_id, "destination": destination, "receipt": f"sub-{sub_id}", **headers},
+            )
+        )
         receipt = await self.recv()
         assert receipt.command == "RECEIPT" and receipt.headers["receipt-id"] == f"sub-{sub_id}", receipt
 
-    async def publish(self, destination: str, body: bytes | str = b"", receipt: bool = True, **headers: str) -> None:
+    async def publish(
+        self, destination: str, body: bytes | str = b"", receipt: bool = True, **headers: str
+    ) -> None:
         data = body.encode() if isinstance(body, str) else body
         h = {"destination": destination, **headers}
         if receipt:

@@ -113,9 +113,18 @@ def test_seed_page_chats_across_nodes_and_keeps_messages_for_a_closed_page(
 # Every other transport sockjs-client 1.1.4 offers Chromium.
 @pytest.mark.parametrize(
     "transport",
-    ["eventsource", "htmlfile", "jsonp-polling", "iframe-eventsource", "iframe-htmlfile", "iframe-xhr-polling"],
+    [
+        "eventsource",
+        "htmlfile",
+        "jsonp-polling",
+        "iframe-eventsource",
+        "iframe-htmlfile",
+        "iframe-xhr-polling",
+    ],
 )
-def test_seed_page_exchanges_messages_over_every_other_transport(cluster: dict[str, Any], transport: str) -> None:
+def test_seed_page_exchanges_messages_over_every_other_transport(
+    cluster: dict[str, Any], transport: str
+) -> None:
     report = browse("exchange", cluster["nginx"], transport=transport, distinctNodes=True)
     assert report["transports"] == {"alice": transport, "bob": transport}
     check_distinct_nodes(report)

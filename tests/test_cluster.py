@@ -47,12 +47,18 @@ async def test_alice_and_bob_with_two_tabs_on_three_nodes(three) -> None:
     await alice.publish("/user/bob/queue/chat", "hi bob")  # RECEIPT: the cluster has it
     for tab in (bob_tab1, bob_tab2):
         msg = await tab.recv()
-        assert (msg.command, msg.body, msg.headers["destination"]) == ("MESSAGE", b"hi bob", "/user/queue/chat")
+        assert (msg.command, msg.body, msg.headers["destination"]) == (
+            "MESSAGE",
+            b"hi bob",
+            "/user/queue/chat",
+        )
     await bob_tab2.publish("/user/alice/queue/chat", "hi alice, from my second tab")
     assert (await alice.recv()).body == b"hi alice, from my second tab"
 
     # A backend on node 3 through HTTP, and one through the template (straight into Redis).
-    status, reply = api(n3, "POST", "/api/send-to-user", {"user": "alice", "destination": "/queue/chat", "payload": {"n": 1}})
+    status, reply = api(
+        n3, "POST", "/api/send-to-user", {"user": "alice", "destination": "/queue/chat", "payload": {"n": 1}}
+    )
     assert status == 200, reply
     msg = await alice.recv()
     assert json.loads(msg.body) == {"n": 1} and msg.headers["content-type"] == "application/json"
@@ -120,7 +126,12 @@ async def test_offline_messages_arrive_once_before_live_ones(three) -> None:
     for i in range(5):
         await alice.publish("/user/carol/queue/inbox", f"stored {i}")  # RECEIPT: stored in the cluster
     await alice.publish("/user/carol/queue/other", "elsewhere")
-    assert api(n3, "GET", "/api/users/carol")[1] == {"user": "carol", "online": False, "sessions": 0, "nodes": {}}
+    assert api(n3, "GET", "/api/users/carol")[1] == {
+        "user": "carol",
+        "online": False,
+        "sessions": 0,
+        "nodes": {},
+    }
 
     carol = await WsStomp.connect(n2.ws_url, "carol")
     await carol.subscribe("/user/queue/inbox")
@@ -137,7 +148,9 @@ async def test_offline_messages_arrive_once_before_live_ones(three) -> None:
 
     # The seed's pull: the user's own credentials, then a backend with the API key.
     basic = base64.b64encode(b"carol:").decode()
-    status, reply = api(n1, "POST", "/api/unread", {"destination": "/user/queue/other"}, auth=f"Basic {basic}")
+    status, reply = api(
+        n1, "POST", "/api/unread", {"destination": "/user/queue/other"}, auth=f"Basic {basic}"
+    )
     assert status == 200, reply
     assert [m["payload"] for m in reply["messages"]] == ["elsewhere"]
     assert reply["messages"][0]["destination"] == "/user/queue/other"
@@ -243,10 +256,14 @@ async def test_a_burst_of_returning_users_gets_every_stored_message(node_factory
     (node,) = started(node_factory, bus, 1)
     users = [f"back{i}" for i in range(300)]
     for user in users:
-        status, reply = api(node, "POST", "/api/send-to-user", {"user": user, "destination": "/queue/box", "payload": user})
+        status, reply = api(
+            node, "POST", "/api/send-to-user", {"user": user, "destination": "/queue/box", "payload": user}
+        )
         assert (status, reply["delivered"]) == (200, 0)
     clients = await asyncio.gather(*(WsStomp.connect(node.ws_url, user) for user in users))
-    await asyncio.gather(*(c.send(Frame("SUBSCRIBE", {"id": "1", "destination": "/user/queue/box"})) for c in clients))
+    await asyncio.gather(
+        *(c.send(Frame("SUBSCRIBE", {"id": "1", "destination": "/user/queue/box"})) for c in clients)
+    )
     bodies = await asyncio.gather(*(c.recv(20) for c in clients))
     assert [frame.body.decode() for frame in bodies] == users
     assert "not fetched" not in node.log()

@@ -50,7 +50,10 @@ async def test_a_killed_node_leaves_the_registry_and_messages_for_its_users_wait
     for i in range(3):
         await alice.publish("/user/bob/queue/chat", f"while away {i}")  # RECEIPT: stored
     assert api(n1, "GET", "/api/stats")[1]["bus"]["stored"] == 3
-    for user, expected in (("bob", [f"while away {i}" for i in range(3)]), ("carol", ["stored via the node that dies"])):
+    for user, expected in (
+        ("bob", [f"while away {i}" for i in range(3)]),
+        ("carol", ["stored via the node that dies"]),
+    ):
         client = await WsStomp.connect(n1.ws_url, user)
         await client.subscribe("/user/queue/chat")
         assert [(await client.recv()).body.decode() for _ in expected] == expected
@@ -108,7 +111,9 @@ async def test_redis_restarted_nodes_serve_locally_then_recover_without_loss(nod
     got = {(await alice.recv()).body for _ in range(2)}
     assert got == {b"local topic", b"local user"}
     # A message for another node waits in the outbox; its RECEIPT waits with it.
-    await alice.send(Frame("SEND", {"destination": "/user/bob/queue/chat", "receipt": "r1"}, b"sent during the outage"))
+    await alice.send(
+        Frame("SEND", {"destination": "/user/bob/queue/chat", "receipt": "r1"}, b"sent during the outage")
+    )
     await nothing_more(alice, 0.5)
 
     restart(servers)
@@ -133,10 +138,16 @@ async def test_redis_restarted_nodes_serve_locally_then_recover_without_loss(nod
 
 
 def pubsub_clients(server: RedisProcess) -> int:
-    return sum(1 for c in server.client().client_list() if int(c.get("sub", 0)) + int(c.get("psub", 0)) + int(c.get("ssub", 0)))
+    return sum(
+        1
+        for c in server.client().client_list()
+        if int(c.get("sub", 0)) + int(c.get("psub", 0)) + int(c.get("ssub", 0))
+    )
 
 
-async def test_pubsub_connections_killed_by_redis_are_restored(node_factory, bus_config_for, deployment, request) -> None:
+async def test_pubsub_connections_killed_by_redis_are_restored(
+    node_factory, bus_config_for, deployment, request
+) -> None:
     n1, n2 = started(node_factory, bus_config_for(*deployment), 2)
     if deployment[0] == "standalone":
         servers = [request.getfixturevalue("standalone_redis")]
@@ -157,7 +168,9 @@ async def test_pubsub_connections_killed_by_redis_are_restored(node_factory, bus
 
     deadline = time.monotonic() + 10
     while [pubsub_clients(s) for s in servers] != before or not (ready(n1) and ready(n2)):
-        assert time.monotonic() < deadline, f"pub/sub not restored: {[pubsub_clients(s) for s in servers]} != {before}"
+        assert time.monotonic() < deadline, (
+            f"pub/sub not restored: {[pubsub_clients(s) for s in servers]} != {before}"
+        )
         await asyncio.sleep(0.05)
     await alice.publish("/topic/news", "topics flow again")
     assert (await watcher.recv()).body == b"topics flow again"
@@ -185,7 +198,9 @@ async def test_a_node_started_before_its_redis_says_so_and_catches_up(node_facto
         await alice.publish("/topic/local", "served while redis is missing", receipt=False)
         assert (await alice.recv()).body == b"served while redis is missing"
         # For a user nobody holds: the message waits in the outbox, its RECEIPT with it.
-        await alice.send(Frame("SEND", {"destination": "/user/bob/queue/in", "receipt": "r1"}, b"kept for bob"))
+        await alice.send(
+            Frame("SEND", {"destination": "/user/bob/queue/in", "receipt": "r1"}, b"kept for bob")
+        )
         await nothing_more(alice, 0.5)
 
         server.start()

@@ -528,7 +528,7 @@ def test_max_header_length():
 def test_command_line_without_newline_fails_once_past_limit():
     """Garbage with no newline at all must not be buffered up to max_frame_size."""
     parser = FrameParser(max_header_length=16)
-    for i in range(16):
+    for _ in range(16):
         parser.feed(b"A")
         assert parser.next_frame() is None
     parser.feed(b"A")
@@ -752,7 +752,9 @@ _WS = st.sampled_from(["", " ", "  ", "\t", " \t "])
 
 def _text(exclude: str, *, min_size: int = 0):
     # NUL never appears in headers: the parser refuses it (stompjs 2.x would split a frame there).
-    return st.text(st.characters(codec="utf-8", exclude_characters=exclude + "\0"), min_size=min_size, max_size=16)
+    return st.text(
+        st.characters(codec="utf-8", exclude_characters=exclude + "\0"), min_size=min_size, max_size=16
+    )
 
 
 @st.composite
@@ -932,6 +934,8 @@ def test_packed_frames_parse_alike_in_any_packing(sizes, crlf, chunk):
     for i in range(0, len(wire), chunk):
         chunked.feed(wire[i : i + chunk])
         got += chunked.frames()
-    assert [(f.headers["destination"], f.body) for f in packed] == [(f"/t/{i}", b"y" * n) for i, n in enumerate(sizes)]
+    assert [(f.headers["destination"], f.body) for f in packed] == [
+        (f"/t/{i}", b"y" * n) for i, n in enumerate(sizes)
+    ]
     assert [(f.headers, f.body) for f in got] == [(f.headers, f.body) for f in packed]
     assert whole.consumed == chunked.consumed == len(wire)

@@ -38,17 +38,29 @@ def test_top_level_config_is_valid_and_single_node() -> None:
     [
         ({"auth": {"mode": "dev"}, "server": {"prot": 1}}, "server.prot: unknown key (did you mean 'port'?)"),
         ({"auth": {"mode": "dev"}, "server": {"port": "abc"}}, "server.port: expected an integer, got 'abc'"),
-        ({"auth": {"mode": "dev"}, "server": {"port": 70000}}, "server.port: must be a port number 0-65535, got 70000"),
-        ({"auth": {"mode": "jwt"}, "api": {"enabled": False}}, "auth.jwt.secret: required when auth.mode is jwt"),
+        (
+            {"auth": {"mode": "dev"}, "server": {"port": 70000}},
+            "server.port: must be a port number 0-65535, got 70000",
+        ),
+        (
+            {"auth": {"mode": "jwt"}, "api": {"enabled": False}},
+            "auth.jwt.secret: required when auth.mode is jwt",
+        ),
         (
             {"auth": {"mode": "jwt", "jwt": {"algorithm": "RS256"}}, "api": {"enabled": False}},
             "auth.jwt.public_key: required (or public_key_file) when algorithm is RS256",
         ),
-        ({"auth": {"mode": "static"}, "api": {"enabled": False}}, "auth.users: required when auth.mode is static"),
+        (
+            {"auth": {"mode": "static"}, "api": {"enabled": False}},
+            "auth.users: required when auth.mode is static",
+        ),
         ({"auth": {"mode": "magic"}}, "auth.mode: must be one of dev, static, jwt, got 'magic'"),
         ({"api": {"enabled": False}}, "auth.mode: required: one of dev, static, jwt"),
         ({"auth": {"mode": "dev"}}, "api.key: required when api.enabled is true"),
-        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"max_frame_size": 0}}, "stomp.max_frame_size: must be > 0"),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"max_frame_size": 0}},
+            "stomp.max_frame_size: must be > 0",
+        ),
         (
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"heartbeat": {"read_margin": 0.5}}},
             "stomp.heartbeat.read_margin: must be >= 1.0",
@@ -57,7 +69,10 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "destinations": {"broker_prefixes": ["topic"]}},
             "destinations.broker_prefixes[0]: must start with '/'",
         ),
-        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"websocket_paths": "/ws"}}, "server.websocket_paths: expected a list"),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"websocket_paths": "/ws"}},
+            "server.websocket_paths: expected a list",
+        ),
         ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "unknown": 1}, "unknown: unknown key"),
         (
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "chat/"}]}},
@@ -68,19 +83,35 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             "server.sockjs: a path is used twice",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/s", "heartbeat_s": 0}]}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"sockjs": [{"path": "/s", "heartbeat_s": 0}]},
+            },
             "server.sockjs[0].heartbeat_s: must be > 0",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/s", "allowed_origins": ["example.com"]}]}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"sockjs": [{"path": "/s", "allowed_origins": ["example.com"]}]},
+            },
             "server.sockjs[0].allowed_origins[0]: expected '*' or scheme://host[:port]",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"sockjs": [{"path": "/s", "hearbeat_s": 1}]}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"sockjs": [{"path": "/s", "hearbeat_s": 1}]},
+            },
             "server.sockjs[0].hearbeat_s: unknown key (did you mean 'heartbeat_s'?)",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"static": [{"path": "/chat", "dir": "no-such-dir"}]}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"static": [{"path": "/chat", "dir": "no-such-dir"}]},
+            },
             "server.static[0].dir: no such directory:",
         ),
         (
@@ -91,10 +122,20 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             {"auth": {"mode": "static", "users": {"a": "b"}, "cookie": "sid"}, "api": {"key": "k"}},
             "auth.cookie: only for mode dev or jwt",
         ),
-        ({"auth": {"mode": "dev", "cookie": "a b"}, "api": {"key": "k"}}, "auth.cookie: not a valid cookie name"),
-        ({"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"workers": 0}}, "server.workers: must be > 0, got 0"),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "bus": {"type": "redis", "redis": {"url": "127.0.0.1:6379"}}},
+            {"auth": {"mode": "dev", "cookie": "a b"}, "api": {"key": "k"}},
+            "auth.cookie: not a valid cookie name",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"workers": 0}},
+            "server.workers: must be > 0, got 0",
+        ),
+        (
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "bus": {"type": "redis", "redis": {"url": "127.0.0.1:6379"}},
+            },
             "bus.redis.url: '127.0.0.1:6379': expected a redis://, rediss:// or unix:// URL",
         ),
         (
@@ -110,23 +151,43 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             "server.connections.per_address: must be > 0, got -1",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"per_address": "many"}}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"connections": {"per_address": "many"}},
+            },
             "server.connections.per_address: expected an integer, got 'many'",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": ["localhost"]}}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"connections": {"exempt": ["localhost"]}},
+            },
             "server.connections.exempt[0]: expected an IP address or network (10.0.0.0/8), got 'localhost'",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": ["10.0.0.0/33"]}}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"connections": {"exempt": ["10.0.0.0/33"]}},
+            },
             "server.connections.exempt[0]: expected an IP address or network",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": "127.0.0.1"}}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"connections": {"exempt": "127.0.0.1"}},
+            },
             "server.connections.exempt: expected a list",
         ),
         (
-            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"header_timeout_s": 0}}},
+            {
+                "auth": {"mode": "dev"},
+                "api": {"key": "k"},
+                "server": {"connections": {"header_timeout_s": 0}},
+            },
             "server.connections.header_timeout_s: must be > 0, got 0",
         ),
         (
@@ -155,10 +216,20 @@ def test_connection_limits_defaults_and_overrides(tmp_path: Path) -> None:
         "STOMPGATE_SERVER__CONNECTIONS__EXEMPT": "[]",
         "STOMPGATE_SERVER__CONNECTIONS__HEADER_TIMEOUT_S": "5",
     }
-    conn = load_config(write(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}), env=env).server.connections
+    conn = load_config(
+        write(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}), env=env
+    ).server.connections
     assert (conn.max, conn.exempt, conn.header_timeout_s) == (5000, [], 5.0)
-    data = {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"connections": {"exempt": ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]}}}
-    assert load_config(write(tmp_path, data), env={}).server.connections.exempt == ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
+    data = {
+        "auth": {"mode": "dev"},
+        "api": {"key": "k"},
+        "server": {"connections": {"exempt": ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]}},
+    }
+    assert load_config(write(tmp_path, data), env={}).server.connections.exempt == [
+        "10.0.0.0/8",
+        "fd00::/8",
+        "192.0.2.7",
+    ]
 
 
 def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
@@ -208,7 +279,9 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert config.server.port == 9123
     assert config.auth.mode == "jwt" and config.auth.jwt.secret == "from-env"
     assert config.destinations.broker_prefixes == ["/topic", "/exchange"]
-    found = problems(tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}, env={"STOMPGATE_SERVER__PORT": "x"})
+    found = problems(
+        tmp_path, {"auth": {"mode": "dev"}, "api": {"key": "k"}}, env={"STOMPGATE_SERVER__PORT": "x"}
+    )
     assert found == ["server.port: expected an integer, got 'x'"]
 
 
@@ -234,7 +307,16 @@ def test_serve_port_override_and_bad_port(tmp_path: Path) -> None:
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stompgate", "serve", "--config", str(ROOT / "config.yaml"), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "stompgate",
+            "serve",
+            "--config",
+            str(ROOT / "config.yaml"),
+            "--port",
+            str(port),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -288,11 +370,15 @@ DEV = {"auth": {"mode": "dev"}, "api": {"key": "k"}}
         ({"tcp": {"enabled": True, "host": "0.0.0.0"}}, "server.tcp.host=0.0.0.0"),
     ],
 )
-def test_dev_mode_on_a_reachable_address_needs_the_explicit_flag(tmp_path: Path, server: dict, exposed: str) -> None:
+def test_dev_mode_on_a_reachable_address_needs_the_explicit_flag(
+    tmp_path: Path, server: dict, exposed: str
+) -> None:
     found = problems(tmp_path, {**DEV, "server": server})
     assert len(found) == 1 and found[0].startswith("auth.mode: dev"), found
     assert exposed in found[0] and "auth.dev_allow_remote: true" in found[0]
-    allowed = load_config(write(tmp_path, {**DEV, "server": server, "auth": {"mode": "dev", "dev_allow_remote": True}}), env={})
+    allowed = load_config(
+        write(tmp_path, {**DEV, "server": server, "auth": {"mode": "dev", "dev_allow_remote": True}}), env={}
+    )
     assert allowed.auth.dev_allow_remote is True
     # the other modes check passwords: any address is fine
     jwt_mode = {"auth": {"mode": "jwt", "jwt": {"secret": "s"}}, "api": {"key": "k"}, "server": server}
@@ -308,13 +394,19 @@ def test_an_environment_override_cannot_expose_dev_mode_silently(tmp_path: Path)
     with pytest.raises(ConfigError) as info:
         load_config(path, env={"STOMPGATE_SERVER__HOST": "0.0.0.0"})
     assert "auth.dev_allow_remote" in str(info.value)
-    static = write(tmp_path, {"auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"}, "server": {"host": "0.0.0.0"}})
+    static = write(
+        tmp_path,
+        {"auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"}, "server": {"host": "0.0.0.0"}},
+    )
     with pytest.raises(ConfigError):
         load_config(static, env={"STOMPGATE_AUTH__MODE": "dev"})
 
 
 def test_static_user_names_with_control_characters_are_a_config_error(tmp_path: Path) -> None:
-    found = problems(tmp_path, {"auth": {"mode": "static", "users": {"ok": "1", "eve\nINFO forged": "2"}}, "api": {"key": "k"}})
+    found = problems(
+        tmp_path,
+        {"auth": {"mode": "static", "users": {"ok": "1", "eve\nINFO forged": "2"}}, "api": {"key": "k"}},
+    )
     assert found == ["auth.users: the user name 'eve\\nINFO forged' contains a control character (U+000A)"]
 
 
@@ -323,7 +415,11 @@ def test_environment_overrides_are_reported_by_name_never_by_value(tmp_path: Pat
 
     path = write(tmp_path, {"auth": {"mode": "static", "users": {"a": "b"}}, "api": {"key": "k"}})
     notes: list[ConfigNote] = []
-    env = {"STOMPGATE_AUTH__MODE": "jwt", "STOMPGATE_AUTH__JWT__SECRET": "top-secret", "STOMPGATE_API__KEY": "hidden"}
+    env = {
+        "STOMPGATE_AUTH__MODE": "jwt",
+        "STOMPGATE_AUTH__JWT__SECRET": "top-secret",
+        "STOMPGATE_API__KEY": "hidden",
+    }
     load_config(path, env=env, notes=notes)
     text = "\n".join(n.text for n in notes)
     assert "top-secret" not in text and "hidden" not in text
@@ -353,15 +449,24 @@ def test_check_config_warns_about_dev_mode_and_env_overrides(tmp_path: Path) -> 
 
     switched = subprocess.run(
         [sys.executable, "-m", "stompgate", "check-config", str(static)],
-        capture_output=True, text=True, cwd=ROOT, timeout=30, env={**os.environ, "STOMPGATE_AUTH__MODE": "dev"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        env={**os.environ, "STOMPGATE_AUTH__MODE": "dev"},
     )
     assert switched.returncode == 0
-    assert "warning: STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'dev'" in switched.stderr
+    assert (
+        "warning: STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'dev'"
+        in switched.stderr
+    )
     assert "warning: auth.mode is dev" in switched.stderr
 
 
 def test_serve_host_override_cannot_expose_dev_mode(tmp_path: Path) -> None:
-    result = run_cli("serve", "--config", str(ROOT / "config.yaml"), "--host", "0.0.0.0", "--port", str(free_port()))
+    result = run_cli(
+        "serve", "--config", str(ROOT / "config.yaml"), "--host", "0.0.0.0", "--port", str(free_port())
+    )
     assert result.returncode == 2
     assert "--host 0.0.0.0: auth.mode: dev" in result.stderr and "auth.dev_allow_remote" in result.stderr
 
@@ -397,6 +502,9 @@ def test_dev_mode_and_a_switched_mode_are_logged_at_every_level(tmp_path: Path) 
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert "WARNING stompgate.config: STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'dev'" in out
+    assert (
+        "WARNING stompgate.config: STOMPGATE_AUTH__MODE changes auth.mode from 'static' (the file) to 'dev'"
+        in out
+    )
     assert "WARNING stompgate: auth.mode is dev:" in out and "development only" in out
     assert "listening on" not in out  # an info line: level error is in force

@@ -380,7 +380,7 @@ def test_index_cache_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     index = SubscriptionIndex()
     p = sub("/topic/*")
     index.add(p)
-    for round_ in range(3):
+    for _round in range(3):
         for i in range(10):
             assert found(index, f"/topic/{i}") == {p}
             assert found(index, f"/queue/{i}") == set()
@@ -576,7 +576,11 @@ def pattern_sets(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
     patterns = []
     for _ in range(draw(st.integers(1, 12))):
         base = draw(st.sampled_from(paths))
-        segs = draw(pattern_for(base)) if draw(st.booleans()) else draw(st.lists(PATTERN_SEGMENTS, min_size=1, max_size=6))
+        segs = (
+            draw(pattern_for(base))
+            if draw(st.booleans())
+            else draw(st.lists(PATTERN_SEGMENTS, min_size=1, max_size=6))
+        )
         patterns.append(lead + separator.join(one_globstar(segs)))
     queries = [lead + separator.join(p) for p in paths] + [lead + "a", lead, lead + separator.join(["a"] * 7)]
     return separator, patterns, queries
@@ -594,7 +598,7 @@ def test_the_trie_matches_exactly_what_the_reference_matches(case: tuple[str, li
         if has_wildcard(s.destination):
             index.add(s)
     live = [s for s in subs if has_wildcard(s.destination)]
-    for round_ in range(2):
+    for _round in range(2):
         for query in queries:
             got = list(index.match(query))
             want = {s for s in live if reference_match(s.destination, query, separator)}
@@ -609,7 +613,13 @@ def test_the_trie_matches_exactly_what_the_reference_matches(case: tuple[str, li
 
 @pytest.mark.parametrize(
     "pattern, problem",
-    [("/topic/**", False), ("/topic/**/**/a", False), ("/**/a/**", True), ("/a/**/b/**", True), ("a.**.b.**", True)],
+    [
+        ("/topic/**", False),
+        ("/topic/**/**/a", False),
+        ("/**/a/**", True),
+        ("/a/**/b/**", True),
+        ("a.**.b.**", True),
+    ],
 )
 def test_pattern_problem(pattern: str, problem: bool) -> None:
     from stompgate.broker.destinations import pattern_problem

@@ -42,7 +42,16 @@ def test_make_run_config_serves_the_chat_page(tmp_path) -> None:
     port = free_port()
     log = open(tmp_path / "node.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stompgate", "serve", "--config", str(ROOT / "config.yaml"), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "stompgate",
+            "serve",
+            "--config",
+            str(ROOT / "config.yaml"),
+            "--port",
+            str(port),
+        ],
         cwd=tmp_path,  # paths in the config are relative to the file, not to here
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -55,11 +64,16 @@ def test_make_run_config_serves_the_chat_page(tmp_path) -> None:
                 urllib.request.urlopen(base + "/health", timeout=1).close()
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    (tmp_path / "node.log").read_text()
+                )
                 time.sleep(0.05)
         with urllib.request.urlopen(base + "/chat/") as resp:
             assert "Chat With STOMP Message" in resp.read().decode()
-        for path in ("/chat/node_modules/sockjs-client/dist/sockjs.min.js", "/chat/node_modules/stompjs/lib/stomp.min.js"):
+        for path in (
+            "/chat/node_modules/sockjs-client/dist/sockjs.min.js",
+            "/chat/node_modules/stompjs/lib/stomp.min.js",
+        ):
             with urllib.request.urlopen(base + path) as resp:
                 assert resp.status == 200
         with urllib.request.urlopen(base + "/chat-websocket/info") as resp:

@@ -1,4 +1,5 @@
-"""Hostile clients against real nodes and a real Redis: the cluster bus, floods, memory (issue 11, classes 3-5, 8).
+"""Hostile clients against real nodes and a real Redis: the cluster bus, floods, memory
+(issue 11, classes 3-5, 8).
 
 - 3: one message Redis refuses fails alone; no user name can split a user's
   Redis slot; /ready says so when the outbox is not draining.
@@ -159,7 +160,9 @@ async def test_a_flooder_slows_itself_never_the_others(node_factory, bus_config_
         flooding = asyncio.ensure_future(flood())
         await asyncio.sleep(0.3)
         for i in range(5):
-            await alice.send(Frame("SEND", {"destination": "/user/bob/queue/in", "receipt": f"r{i}"}, f"m{i}".encode()))
+            await alice.send(
+                Frame("SEND", {"destination": "/user/bob/queue/in", "receipt": f"r{i}"}, f"m{i}".encode())
+            )
         attacked = await probe.measure()
     finally:
         server.execute_command("CLIENT", "UNPAUSE")
@@ -197,13 +200,17 @@ async def _reader_that_stops(url: str, login: str, destination: str) -> Any:
     ws = await websockets.connect(url, max_size=None, max_queue=1, ping_interval=None)
     await ws.send(serialize(Frame("CONNECT", {"accept-version": "1.2", "login": login, "heart-beat": "0,0"})))
     await ws.recv()
-    await ws.send(serialize(Frame("SUBSCRIBE", {"id": "s", "destination": destination, "receipt": "r"}), "1.2"))
+    await ws.send(
+        serialize(Frame("SUBSCRIBE", {"id": "s", "destination": destination, "receipt": "r"}), "1.2")
+    )
     await ws.recv()
     ws.transport.pause_reading()  # from now on the kernel buffers fill, then the node's
     return ws
 
 
-async def _publish_until(node: NodeProcess, what: str, body: bytes, destination: str, limit: int = 60) -> None:
+async def _publish_until(
+    node: NodeProcess, what: str, body: bytes, destination: str, limit: int = 60
+) -> None:
     """Publish ``body`` until ``what`` shows in the node's log (checks run once a second there)."""
     publisher = await WsStomp.connect(node.ws_url, "publisher")
     for _ in range(limit):
@@ -223,14 +230,18 @@ async def test_readers_that_stop_reading_are_closed_at_the_outbound_limit(node_f
     readers = [await _reader_that_stops(node.ws_url, f"r{i}", "/topic/big") for i in range(8)]
     probe = await Probe(node).start()
     idle = await probe.measure()
-    attacked = await while_attacked(probe, _publish_until(node, "slow consumer", b"B" * 200_000, "/topic/big"))
+    attacked = await while_attacked(
+        probe, _publish_until(node, "slow consumer", b"B" * 200_000, "/topic/big")
+    )
     await _publish_until(node, "slow consumer", b"B" * 200_000, "/topic/big")
     deadline = time.monotonic() + 20
     while len(re.findall("slow consumer, ", node.log())) < len(readers):
         assert time.monotonic() < deadline, node.log()[-3000:]
         await asyncio.sleep(0.1)
     assert_unharmed(idle, attacked, what="readers that stop reading")
-    assert all(int(n) <= 512 * 1024 + 300_000 for n in re.findall(r"slow consumer, (\d+) bytes unsent", node.log()))
+    assert all(
+        int(n) <= 512 * 1024 + 300_000 for n in re.findall(r"slow consumer, (\d+) bytes unsent", node.log())
+    )
     for ws in readers:
         ws.transport.abort()
     await probe.close()
@@ -246,9 +257,14 @@ async def test_the_memory_budget_closes_the_heaviest_sessions_first(node_factory
     readers = [await _reader_that_stops(node.ws_url, f"heavy{i}", "/topic/heavy") for i in range(4)]
     probe = await Probe(node).start()
     idle = await probe.measure()
-    attacked = await while_attacked(probe, _publish_until(node, "memory budget", b"H" * 500_000, "/topic/heavy"))
+    attacked = await while_attacked(
+        probe, _publish_until(node, "memory budget", b"H" * 500_000, "/topic/heavy")
+    )
     await _publish_until(node, "memory budget", b"H" * 500_000, "/topic/heavy")  # if the probe was quicker
-    line = re.search(r"memory budget of 8388608 bytes exceeded: closing session \S+ \((heavy\d), .*holding (\d+) bytes", node.log())
+    line = re.search(
+        r"memory budget of 8388608 bytes exceeded: closing session \S+ \((heavy\d), .*holding (\d+) bytes",
+        node.log(),
+    )
     assert line is not None, node.log()[-3000:]
     assert int(line.group(2)) > 1024 * 1024
     assert_unharmed(idle, attacked, what="memory budget")
@@ -275,7 +291,8 @@ async def test_a_session_over_its_rate_is_throttled_not_closed(node_factory: Any
         except TimeoutError:
             pass
     assert got < 600, f"{got} messages in the first second at 200 frames/s (bucket 200)"
-    await flooder.publish("/topic/rate", b"after", receipt=True)  # still served, in order, when its turn comes
+    # Still served, in order, when its turn comes.
+    await flooder.publish("/topic/rate", b"after", receipt=True)
     while (await watcher.recv(10)).body != b"after":
         got += 1
     assert got == 1000

@@ -71,7 +71,9 @@ async def test_many_patterns_are_indexed_not_scanned(node_factory: Any) -> None:
             serialize(Frame("SUBSCRIBE", {"id": str(i), "destination": f"/topic/s{n}/p{i}/*"}), "1.2")
             for i in range(100)
         )
-        await holder.send_raw(frames + serialize(Frame("SEND", {"destination": "/topic/x", "receipt": "r"}), "1.2"))
+        await holder.send_raw(
+            frames + serialize(Frame("SEND", {"destination": "/topic/x", "receipt": "r"}), "1.2")
+        )
         assert (await holder.recv(10)).command == "RECEIPT"
         holders.append(holder)
     sender = await WsStomp.connect(node.ws_url, "sender")
@@ -80,7 +82,8 @@ async def test_many_patterns_are_indexed_not_scanned(node_factory: Any) -> None:
         i = 0
         while True:
             batch = b"".join(
-                serialize(Frame("SEND", {"destination": f"/topic/s{i % 100}/fresh{i + k}/x"}), "1.2") for k in range(50)
+                serialize(Frame("SEND", {"destination": f"/topic/s{i % 100}/fresh{i + k}/x"}), "1.2")
+                for k in range(50)
             )
             i += 50
             await sender.send_raw(batch)
@@ -157,7 +160,8 @@ def test_no_frame_can_be_forged_inside_a_stompjs_page(node: NodeProcess) -> None
 
 
 def test_the_http_api_refuses_what_stomp_refuses(node: NodeProcess) -> None:
-    """Headers from the publish API pass the same checks as a SEND's: NUL, names, reserved names, count, length."""
+    """Headers from the publish API pass the same checks as a SEND's: NUL, names, reserved names,
+    count, length."""
     cases = [
         ({"x-a": "a\u0000b"}, "NUL"),
         ({"a:b": "v"}, "header name"),
@@ -168,7 +172,9 @@ def test_the_http_api_refuses_what_stomp_refuses(node: NodeProcess) -> None:
         ({"long": "v" * 9000}, "longer than 8192"),
     ]
     for headers, problem in cases:
-        status, body = api(node, "POST", "/api/publish", {"destination": "/topic/a", "payload": "x", "headers": headers})
+        status, body = api(
+            node, "POST", "/api/publish", {"destination": "/topic/a", "payload": "x", "headers": headers}
+        )
         assert status == 400 and problem in body["error"], (headers, status, body)
     for field, value, problem in [
         ("destination", "/topic/a\u0001", "control character"),

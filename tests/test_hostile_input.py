@@ -80,15 +80,30 @@ HOSTILE_BODIES = {
     # stdlib json: RecursionError, a 500 with a traceback
     "nested-body": (nested(100_000), "application/json", 400, "nested deeper than 1024 levels"),
     # parsed (under orjson's 1024 levels), but too deep to be written back as the message body
-    "nested-payload": (SEND + b'"payload": ' + nested(1000) + b"}", "application/json", 400, "nested too deeply"),
+    "nested-payload": (
+        SEND + b'"payload": ' + nested(1000) + b"}",
+        "application/json",
+        400,
+        "nested too deeply",
+    ),
     # UTF-8 cannot carry a lone surrogate: it would break Redis later
     "surrogate-value": (SEND + b'"payload": "a\\ud800b"}', "application/json", 400, "lone UTF-16 surrogate"),
-    "surrogate-key": (SEND + b'"payload": "x", "headers": {"\\udc00": "v"}}', "application/json", 400, "surrogate"),
+    "surrogate-key": (
+        SEND + b'"payload": "x", "headers": {"\\udc00": "v"}}',
+        "application/json",
+        400,
+        "surrogate",
+    ),
     "not-utf8": (SEND + b'"payload": "\xff"}', "application/json", 400, "not UTF-8"),
     "empty": (b"", "application/json", 400, "empty"),
     # what a cross-site form or a no-preflight fetch can send: not read at all
     "text-plain": (SEND + b'"payload": "x"}', "text/plain", 415, "application/json"),
-    "form": (b"user=bob&destination=%2Fqueue%2Fa&payload=x", "application/x-www-form-urlencoded", 415, "application/json"),
+    "form": (
+        b"user=bob&destination=%2Fqueue%2Fa&payload=x",
+        "application/x-www-form-urlencoded",
+        415,
+        "application/json",
+    ),
     "no-type": (SEND + b'"payload": "x"}', None, 415, "application/json"),
 }
 
@@ -200,7 +215,10 @@ async def test_cookie_endpoints_cannot_be_called_by_a_cross_site_form(node_facto
     form = urllib.parse.urlencode({"receiver": "bob", "msg": "forged"}).encode()
     for body, content_type in [
         (form, "application/x-www-form-urlencoded"),
-        (b"--b\r\nContent-Disposition: form-data; name=receiver\r\n\r\nbob\r\n--b--\r\n", "multipart/form-data; boundary=b"),
+        (
+            b"--b\r\nContent-Disposition: form-data; name=receiver\r\n\r\nbob\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
         (b'{"receiver": "bob", "msg": "forged"}', "text/plain"),  # a form with enctype text/plain
     ]:
         status, _, raw = call(node, send, body, content_type, alice)
@@ -215,7 +233,8 @@ async def test_cookie_endpoints_cannot_be_called_by_a_cross_site_form(node_facto
                  "Access-Control-Request-Headers": "content-type"},
     )
     try:
-        with urllib.request.urlopen(preflight, timeout=5) as resp:
+        # A blocking call on purpose, like call() above: the node runs in its own process.
+        with urllib.request.urlopen(preflight, timeout=5) as resp:  # noqa: ASYNC210 - see above
             granted = resp.headers.get("Access-Control-Allow-Origin")
     except urllib.error.HTTPError as exc:
         granted = exc.headers.get("Access-Control-Allow-Origin")
@@ -248,7 +267,9 @@ async def test_cookie_endpoints_cannot_be_called_by_a_cross_site_form(node_facto
     ],
     ids=["nested", "surrogate", "receiver-list", "receiver-newline", "msg-number"],
 )
-def test_the_chat_backend_refuses_hostile_json_with_a_4xx(node_factory, body: bytes, status: int, words: str) -> None:
+def test_the_chat_backend_refuses_hostile_json_with_a_4xx(
+    node_factory, body: bytes, status: int, words: str
+) -> None:
     node = node_factory(chat_overrides())
     got, _, raw = call(node, "/wsTemplate/sendToUser", body, headers={"Cookie": "chat_user=alice"})
     reply = json.loads(raw)
@@ -311,11 +332,20 @@ BAD_TOKENS = {
     "header-not-utf8": (lambda: base64.urlsafe_b64encode(b"\xff\xfe{").decode().rstrip("=") + ".e30.c2ln",
                         "invalid token: malformed"),
     "signature": (lambda: hs256({"sub": "eve"}, key="o" * 32), "invalid token: bad signature"),
-    "no-exp": (lambda: jwt.encode({"sub": "eve"}, SECRET, algorithm="HS256"), "invalid token: missing 'exp' claim"),
+    "no-exp": (
+        lambda: jwt.encode({"sub": "eve"}, SECRET, algorithm="HS256"),
+        "invalid token: missing 'exp' claim",
+    ),
     "expired": (lambda: hs256({"sub": "eve", "exp": int(time.time()) - 60}), "token expired"),
     "not-yet": (lambda: hs256({"sub": "eve", "nbf": int(time.time()) + 600}), "invalid token: not yet valid"),
-    "audience": (lambda: hs256({"sub": "eve", "aud": "elsewhere", "iss": "idp"}), "invalid token: wrong audience"),
-    "issuer": (lambda: hs256({"sub": "eve", "aud": "gw", "iss": "evil\nINFO forged"}), "invalid token: wrong issuer"),
+    "audience": (
+        lambda: hs256({"sub": "eve", "aud": "elsewhere", "iss": "idp"}),
+        "invalid token: wrong audience",
+    ),
+    "issuer": (
+        lambda: hs256({"sub": "eve", "aud": "gw", "iss": "evil\nINFO forged"}),
+        "invalid token: wrong issuer",
+    ),
     "alg-none": (lambda: jwt.encode({"sub": "eve", "exp": int(time.time()) + 60}, None, algorithm="none"),
                  "invalid token: algorithm not allowed"),
 }
@@ -323,7 +353,9 @@ BAD_TOKENS = {
 
 async def test_jwt_refusals_are_fixed_short_messages(node_factory) -> None:
     """Nothing of PyJWT's own texts (nor of the token) reaches the client."""
-    node = node_factory({"auth": {"mode": "jwt", "jwt": {"secret": SECRET, "audience": "gw", "issuer": "idp"}}})
+    node = node_factory(
+        {"auth": {"mode": "jwt", "jwt": {"secret": SECRET, "audience": "gw", "issuer": "idp"}}}
+    )
     for kind, (make, expected) in BAD_TOKENS.items():
         token = make()
         message = await refused(node.ws_url, {"passcode": token})
@@ -348,7 +380,9 @@ async def test_failed_logins_are_logged_with_the_address_at_most_20_a_minute(nod
 
 def test_the_rate_limited_log_sums_up_what_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    limited = RateLimitedLog(logging.getLogger("test.limited"), "failed logins", burst=2, interval_s=10, clock=lambda: now[0])
+    limited = RateLimitedLog(
+        logging.getLogger("test.limited"), "failed logins", burst=2, interval_s=10, clock=lambda: now[0]
+    )
     with caplog.at_level(logging.WARNING, logger="test.limited"):
         for i in range(7):
             limited.log("failure %d", i, key=f"10.0.0.{i % 3}")

@@ -103,7 +103,9 @@ async def test_gate_counts_per_address_and_in_total() -> None:
     assert (a1, refused) == ("10.0.0.1", None)
     assert gate.admit(("10.0.0.1", 1001)) == ("10.0.0.1", None)
     key, refused = gate.admit(("10.0.0.1", 1002))
-    assert key is None and refused == "too many connections from 10.0.0.1 (server.connections.per_address = 2)"
+    assert key is None and (
+        refused == "too many connections from 10.0.0.1 (server.connections.per_address = 2)"
+    )
     # An IPv4 client on a dual-stack listener is the same address.
     assert gate.admit(("::ffff:10.0.0.1", 1003, 0, 0))[0] is None
     # Exempt addresses skip the per-address cap but count in the total.
@@ -190,7 +192,9 @@ class SlowAttack:
             if kind == "http-half-line":
                 writer.write(b"GET /health HTT")
             elif kind == "http-slowloris":
-                trickle = asyncio.ensure_future(self._trickle(writer, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: "))
+                trickle = asyncio.ensure_future(
+                    self._trickle(writer, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+                )
             elif kind == "tcp-half-frame":
                 writer.write(b"CONNECT\naccept-version:1.2\nlog")
             # tcp-silent: nothing at all
@@ -265,12 +269,19 @@ async def test_idle_and_slow_connections_are_closed_before_they_exhaust_the_node
         await asyncio.gather(task, return_exceptions=True)
     assert_unharmed(idle, attacked, what="half requests, slowloris, silent STOMP")
     assert attack.refused == 0, "the node's derived cap (192) should leave room for this attack"
-    limit = {"http-half-line": HEADER_S, "http-slowloris": HEADER_S, "tcp-silent": CONNECT_S, "tcp-half-frame": CONNECT_S}
+    limit = {
+        "http-half-line": HEADER_S,
+        "http-slowloris": HEADER_S,
+        "tcp-silent": CONNECT_S,
+        "tcp-half-frame": CONNECT_S,
+    }
     for kind, timeout in limit.items():
         lifetimes = attack.lifetimes.get(kind, [])
         assert len(lifetimes) >= 20, f"{kind}: only {len(lifetimes)} connections were closed by the node"
         assert max(lifetimes) < timeout + 1.0, f"{kind}: a connection lived {max(lifetimes):.2f} s"
-        assert min(lifetimes) > timeout * 0.8, f"{kind}: closed after {min(lifetimes):.2f} s, before its timeout"
+        assert min(lifetimes) > timeout * 0.8, (
+            f"{kind}: closed after {min(lifetimes):.2f} s, before its timeout"
+        )
 
 
 async def test_long_lived_requests_are_not_cut_by_the_header_timeout(node_factory) -> None:
@@ -363,7 +374,12 @@ async def test_per_address_cap_refuses_clearly_and_spares_other_addresses(node_f
     node = node_factory(
         {
             "server": {
-                "connections": {"exempt": [], "per_address": PER_ADDRESS, "max": MAX_TOTAL, "header_timeout_s": 10},
+                "connections": {
+                    "exempt": [],
+                    "per_address": PER_ADDRESS,
+                    "max": MAX_TOTAL,
+                    "header_timeout_s": 10,
+                },
             },
         }
     )
@@ -386,14 +402,18 @@ async def test_per_address_cap_refuses_clearly_and_spares_other_addresses(node_f
     assert_unharmed(idle, attacked, what="one address over its cap")
     assert len(answers) >= 5 and len(errors) >= 5
     for data in answers:
-        assert_503(data, f"too many connections from 127.0.0.2 (server.connections.per_address = {PER_ADDRESS})")
+        assert_503(
+            data, f"too many connections from 127.0.0.2 (server.connections.per_address = {PER_ADDRESS})"
+        )
     for frame in errors:
         assert frame.headers["message"] == (
             f"too many connections from 127.0.0.2 (server.connections.per_address = {PER_ADDRESS})"
         ), frame
     # Refusals are logged once per address and interval, not once per connection.
     lines = [line for line in node.log().splitlines() if "127.0.0.2" in line]
-    assert lines and "refusing connections from 127.0.0.2: server.connections.per_address (10) reached" in lines[0]
+    assert lines and (
+        "refusing connections from 127.0.0.2: server.connections.per_address (10) reached" in lines[0]
+    )
     assert len(lines) <= 2, lines  # the first refusal, then a count every 10 s
 
     # Slots come back when connections end.
@@ -410,7 +430,12 @@ async def test_total_cap_counts_every_listener_and_refuses_clearly(node_factory)
     node = node_factory(
         {
             "server": {
-                "connections": {"exempt": [], "per_address": PER_ADDRESS, "max": MAX_TOTAL, "header_timeout_s": 10},
+                "connections": {
+                    "exempt": [],
+                    "per_address": PER_ADDRESS,
+                    "max": MAX_TOTAL,
+                    "header_timeout_s": 10,
+                },
             },
             "stomp": {"connect_timeout_s": 10},
         }
@@ -499,9 +524,17 @@ async def test_slow_bodies_get_408_within_the_body_timeout(node_factory) -> None
     writer.write(b"POST /sjs/000/slow/xhr HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
     assert (await asyncio.wait_for(reader.readuntil(b"o\n"), 5)).startswith(b"HTTP/1.1 200")
     cases: list[tuple[str, bytes, bytes]] = [
-        ("api", post_head("/api/publish", 200, extra=f"Authorization: Bearer {API_KEY}\r\n"), b'{"destination": '),
+        (
+            "api",
+            post_head("/api/publish", 200, extra=f"Authorization: Bearer {API_KEY}\r\n"),
+            b'{"destination": ',
+        ),
         ("xhr_send", post_head("/sjs/000/slow/xhr_send", 200, "text/plain"), b'["CONNE'),
-        ("jsonp_send", post_head("/sjs/000/slow/jsonp_send", 200, "application/x-www-form-urlencoded"), b"d=%5B"),
+        (
+            "jsonp_send",
+            post_head("/sjs/000/slow/jsonp_send", 200, "application/x-www-form-urlencoded"),
+            b"d=%5B",
+        ),
     ]
     idle = await idle_stats(node)
     probe = await new_probe(node)
@@ -509,7 +542,8 @@ async def test_slow_bodies_get_408_within_the_body_timeout(node_factory) -> None
     async def attack() -> None:  # 30 slow bodies at a time, over and over
         while True:
             await asyncio.gather(
-                *(slow_body(node.port, head, first, True) for _, head, first in cases * 10), return_exceptions=True
+                *(slow_body(node.port, head, first, True) for _, head, first in cases * 10),
+                return_exceptions=True,
             )
 
     try:
@@ -518,7 +552,9 @@ async def test_slow_bodies_get_408_within_the_body_timeout(node_factory) -> None
         await probe.close()
     assert_unharmed(idle, attacked, what="slow bodies")
     timed = [(name, head, first, trickle) for name, head, first in cases for trickle in (False, True)]
-    results = await asyncio.gather(*(slow_body(node.port, head, first, trickle) for _, head, first, trickle in timed))
+    results = await asyncio.gather(
+        *(slow_body(node.port, head, first, trickle) for _, head, first, trickle in timed)
+    )
     for (name, _, _, trickle), (answered, response, closed) in zip(timed, results):
         what = f"{name} ({'trickling' if trickle else 'stalled'})"
         assert response.startswith(b"HTTP/1.1 408"), f"{what}: {response[:200]!r}"

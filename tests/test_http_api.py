@@ -49,7 +49,9 @@ async def test_send_to_user_reaches_every_session_of_the_user(node) -> None:
         assert msg.headers["x-n"] == "1"
         assert json.loads(msg.body) == {"content": "hi"}
     # "/user/queue/reply" is accepted as the destination too
-    status, reply = post(node, "/api/send-to-user", {"user": "carol", "destination": "/user/queue/reply", "payload": "t"})
+    status, reply = post(
+        node, "/api/send-to-user", {"user": "carol", "destination": "/user/queue/reply", "payload": "t"}
+    )
     assert (status, reply) == (200, {"delivered": 1})
     msg = await other.recv()
     assert msg.body == b"t" and msg.headers["content-type"] == "text/plain;charset=UTF-8"
@@ -59,12 +61,21 @@ async def test_publish_to_topic_and_user_destination_and_binary(node) -> None:
     sub = await WsStomp.connect(node.ws_url, "dave")
     await sub.subscribe("/topic/news.*", "t")
     await sub.subscribe("/user/queue/q", "u")
-    assert post(node, "/api/publish", {"destination": "/topic/news.eu", "payload": "a"}) == (200, {"delivered": 1})
-    assert post(node, "/api/publish", {"destination": "/user/dave/queue/q", "payload": "b"}) == (200, {"delivered": 1})
+    assert post(node, "/api/publish", {"destination": "/topic/news.eu", "payload": "a"}) == (
+        200,
+        {"delivered": 1},
+    )
+    assert post(node, "/api/publish", {"destination": "/user/dave/queue/q", "payload": "b"}) == (
+        200,
+        {"delivered": 1},
+    )
     blob = bytes(range(256))
     body = {"destination": "/topic/news.bin", "payload_base64": base64.b64encode(blob).decode()}
     assert post(node, "/api/publish", body) == (200, {"delivered": 1})
-    assert post(node, "/api/publish", {"destination": "/topic/nobody", "payload": "c"}) == (200, {"delivered": 0})
+    assert post(node, "/api/publish", {"destination": "/topic/nobody", "payload": "c"}) == (
+        200,
+        {"delivered": 0},
+    )
     first, second, third = await sub.recv(), await sub.recv(), await sub.recv()
     assert (first.headers["destination"], first.body) == ("/topic/news.eu", b"a")
     assert (second.headers["destination"], second.body) == ("/user/queue/q", b"b")
@@ -78,10 +89,25 @@ async def test_publish_to_topic_and_user_destination_and_binary(node) -> None:
         ("/api/send-to-user", {"destination": "/queue/a", "payload": "x"}, 400, "'user'"),
         ("/api/send-to-user", {"user": "u", "payload": "x"}, 400, "'destination'"),
         ("/api/send-to-user", {"user": "u", "destination": "/queue/a"}, 400, "payload"),
-        ("/api/send-to-user", {"user": "u", "destination": "/queue/a", "payload": "x", "payload_base64": ""}, 400, "exactly one"),
+        (
+            "/api/send-to-user",
+            {"user": "u", "destination": "/queue/a", "payload": "x", "payload_base64": ""},
+            400,
+            "exactly one",
+        ),
         ("/api/send-to-user", {"user": "u", "destination": "/app/a", "payload": "x"}, 400, "broker prefix"),
-        ("/api/send-to-user", {"user": "u", "destination": "/queue/a", "payload": "x", "headers": {"destination": "/x"}}, 400, "headers.destination"),
-        ("/api/send-to-user", {"user": "u", "destination": "/queue/a", "payload": "x", "headers": ["a"]}, 400, "'headers'"),
+        (
+            "/api/send-to-user",
+            {"user": "u", "destination": "/queue/a", "payload": "x", "headers": {"destination": "/x"}},
+            400,
+            "headers.destination",
+        ),
+        (
+            "/api/send-to-user",
+            {"user": "u", "destination": "/queue/a", "payload": "x", "headers": ["a"]},
+            400,
+            "'headers'",
+        ),
         ("/api/publish", {"destination": "/elsewhere", "payload": "x"}, 400, "no broker prefix"),
         ("/api/publish", {"destination": "/topic/a", "payload_base64": "!!"}, 400, "base64"),
         ("/api/publish", [1, 2], 400, "JSON object"),
@@ -128,7 +154,12 @@ async def test_a_node_alone_keeps_offline_messages_in_memory(node_factory) -> No
     await carol.subscribe("/user/queue/inbox")
     assert [(await carol.recv()).body for _ in range(2)] == [b"m1", b"m2"]  # the cap keeps the newest
     node_id = node.health()["node"]
-    assert get(node, "/api/users/carol")[1] == {"user": "carol", "online": True, "sessions": 1, "nodes": {node_id: 1}}
+    assert get(node, "/api/users/carol")[1] == {
+        "user": "carol",
+        "online": True,
+        "sessions": 1,
+        "nodes": {node_id: 1},
+    }
     assert get(node, "/api/users")[1] == {"users": ["alice", "carol"]}
     assert get(node, "/api/nodes")[1] == {"nodes": [node_id]}
     status, reply = post(node, "/api/unread", {"user": "carol", "destination": "/queue/other"})

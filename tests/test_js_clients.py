@@ -71,7 +71,8 @@ def test_connected_frame(node: NodeProcess, client: str, version: str, protocols
 
 @BOTH_CLIENTS
 def test_user_destination_reaches_every_session_of_that_user_only(node: NodeProcess, client: str) -> None:
-    """SEND /user/bob/queue/chat (Spring's convertAndSendToUser) reaches each of bob's tabs as /user/queue/chat."""
+    """SEND /user/bob/queue/chat (Spring's convertAndSendToUser) reaches each of bob's tabs as
+    /user/queue/chat."""
     r = run_js("user-destination", node, client=client)
     assert r["kinds"]["bob1"] == client and r["kinds"]["bob2"] != client
     message_ids = []
@@ -94,7 +95,8 @@ def test_user_destination_reaches_every_session_of_that_user_only(node: NodeProc
 
 @BOTH_CLIENTS
 def test_topic_fanout_with_ant_wildcards(node: NodeProcess, client: str) -> None:
-    """/topic publish-subscribe: exact subscribers, /topic/chat.* and /topic/** get what they match, in order."""
+    """/topic publish-subscribe: exact subscribers, /topic/chat.* and /topic/** get what they match,
+    in order."""
     r = run_js("topics", node, client=client)["received"]
     general, random_, news, football = (
         "/topic/chat.general",
@@ -131,10 +133,15 @@ def test_order_of_200_messages_from_one_sender(node: NodeProcess, client: str) -
 
 @BOTH_CLIENTS
 def test_receipts(node: NodeProcess, client: str) -> None:
-    """SUBSCRIBE and SEND with a receipt header get a RECEIPT naming it; a refused frame's ERROR names it too."""
+    """SUBSCRIBE and SEND with a receipt header get a RECEIPT naming it; a refused frame's ERROR
+    names it too."""
     r = run_js("receipts", node, client=client)
     tag = r["tag"]
-    assert r["subscribeReceipt"] == {"command": "RECEIPT", "headers": {"receipt-id": f"subscribe-{tag}"}, "body": ""}
+    assert r["subscribeReceipt"] == {
+        "command": "RECEIPT",
+        "headers": {"receipt-id": f"subscribe-{tag}"},
+        "body": "",
+    }
     assert r["messagesAtSubscribeReceipt"] == 0
     assert r["sendReceipt"]["headers"] == {"receipt-id": f"send-{tag}"}
     assert r["receiptOrder"] == [f"subscribe-{tag}", f"send-{tag}"]
@@ -168,7 +175,8 @@ def test_heartbeats_keep_idle_clients_connected(node_factory: Any) -> None:
 
 
 def test_server_heartbeats_arrive_every_interval(node_factory: Any) -> None:
-    """A client that wants heart-beats every 500 ms (heart-beat:0,500) never waits much longer for server data.
+    """A client that wants heart-beats every 500 ms (heart-beat:0,500) never waits much longer for
+    server data.
 
     STOMP: the server must send something at least every max(500, 500) ms; the
     libraries give up after 2 x 500 ms, so a gap near 1 s loses the connection.
@@ -182,7 +190,8 @@ def test_server_heartbeats_arrive_every_interval(node_factory: Any) -> None:
 
 
 def test_client_that_stops_heartbeating_is_disconnected(node_factory: Any) -> None:
-    """A client that promised heart-beats and goes silent is closed with ERROR and 1008, not while it pings."""
+    """A client that promised heart-beats and goes silent is closed with ERROR and 1008, not while
+    it pings."""
     r = run_js("heartbeat-dead", node_factory(HEARTBEAT_NODE))
     for name in ("steady", "late"):
         client = r[name]
@@ -198,7 +207,8 @@ def test_client_that_stops_heartbeating_is_disconnected(node_factory: Any) -> No
 
 
 def test_silent_client_is_closed_after_interval_times_read_margin(node_factory: Any) -> None:
-    """heartbeat.read_margin (1.5) promises a close after 500 ms x 1.5 of silence, wherever the silence starts.
+    """heartbeat.read_margin (1.5) promises a close after 500 ms x 1.5 of silence, wherever the
+    silence starts.
 
     The 'late' client stops just after the server's first periodic read check,
     the worst case for a check that only looks at a flag.
@@ -231,7 +241,8 @@ def test_client_ack_is_cumulative(node_factory: Any, client: str) -> None:
 
 @BOTH_CLIENTS
 def test_client_individual_ack_and_nack(node_factory: Any, client: str) -> None:
-    """ack:client-individual -- each ACK/NACK settles one message: after NACK i1, ACK i3, ACK i5, i2 and i4 stay pending."""
+    """ack:client-individual -- each ACK/NACK settles one message: after NACK i1, ACK i3, ACK i5,
+    i2 and i4 stay pending."""
     r = run_js("ack-individual", node_factory(ACK_NODE), client=client)
     tag = r["tag"]
     assert r["receipts"] == [f"nack-i1-{tag}", f"ack-i3-{tag}", f"ack-i5-{tag}"]
@@ -271,8 +282,11 @@ def test_transaction_commit_and_abort(node: NodeProcess, client: str) -> None:
 
 
 @pytest.mark.parametrize("sender, chunk", [("legacy", 16 * 1024), ("modern-split", 8 * 1024)])
-def test_frame_split_over_websocket_messages_arrives_whole(node: NodeProcess, sender: str, chunk: int) -> None:
-    """stompjs 2.x cuts frames into 16 KiB WebSocket messages; a 100 KB body must arrive whole and byte-exact."""
+def test_frame_split_over_websocket_messages_arrives_whole(
+    node: NodeProcess, sender: str, chunk: int
+) -> None:
+    """stompjs 2.x cuts frames into 16 KiB WebSocket messages; a 100 KB body must arrive whole and
+    byte-exact."""
     r = run_js("large-split", node, sender=sender)
     assert r["errors"] == []
     assert r["maxChunk"] == chunk
@@ -286,7 +300,8 @@ def test_frame_split_over_websocket_messages_arrives_whole(node: NodeProcess, se
 
 
 def test_binary_body_travels_as_binary_websocket_message(node: NodeProcess) -> None:
-    """@stomp/stompjs binaryBody with application/octet-stream arrives in a binary WebSocket message, byte-exact."""
+    """@stomp/stompjs binaryBody with application/octet-stream arrives in a binary WebSocket message,
+    byte-exact."""
     r = run_js("binary", node)
     assert r["sentAs"] == ["binary"]
     assert r["receivedAs"] == ["binary", "text"]
@@ -312,8 +327,11 @@ def test_binary_body_travels_as_binary_websocket_message(node: NodeProcess) -> N
         ("oversized-split", "larger than 1048576"),  # 2 MiB body in 16 KiB WebSocket messages
     ],
 )
-def test_malformed_input_gets_error_then_1002_and_others_carry_on(node: NodeProcess, case: str, reason: str) -> None:
-    """A broken client gets ERROR (with a message header) and close 1002; a connected session is unaffected."""
+def test_malformed_input_gets_error_then_1002_and_others_carry_on(
+    node: NodeProcess, case: str, reason: str
+) -> None:
+    """A broken client gets ERROR (with a message header) and close 1002; a connected session is
+    unaffected."""
     r = run_js("malformed", node, case=case)
     assert r["bystander"] == {"bodies": ["before", "after"], "errors": [], "closes": []}
     assert [f["command"] for f in r["frames"]] == ["ERROR"], r
@@ -333,5 +351,8 @@ def test_http_send_to_user_reaches_subscribers(node: NodeProcess) -> None:
     for lib in ("modern", "legacy"):
         messages = r[lib]
         assert bodies(messages) == ['{"text":"hi"}', "plain hello"]
-        assert [m["headers"]["content-type"] for m in messages] == ["application/json", "text/plain;charset=UTF-8"]
+        assert [m["headers"]["content-type"] for m in messages] == [
+            "application/json",
+            "text/plain;charset=UTF-8",
+        ]
         assert {m["headers"]["destination"] for m in messages} == {"/user/queue/notify"}

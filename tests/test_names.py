@@ -34,7 +34,11 @@ def test_user_names(name: str) -> None:
 @PROPERTY
 @given(TEXT, st.integers(1, 60))
 def test_destinations(destination: str, limit: int) -> None:
-    bad = not destination or len(destination.encode("utf-8", "surrogatepass")) > limit or controlled(destination)
+    bad = (
+        not destination
+        or len(destination.encode("utf-8", "surrogatepass")) > limit
+        or controlled(destination)
+    )
     assert (destination_problem(destination, limit) is not None) is bad
 
 

@@ -36,7 +36,10 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
         ("redis://:s%40cret@h:1/2", Address("h", 1, db=2, password="s@cret")),
         ("redis://u:p@h:1/?db=3", Address("h", 1, db=3, username="u", password="p")),
         ("rediss://h:1/0", Address("h", 1, tls=True)),
-        ("rediss://h:1/0?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem", Address("h", 1, tls=True, tls_verify=False, tls_ca_certs="/ca.pem")),
+        (
+            "rediss://h:1/0?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem",
+            Address("h", 1, tls=True, tls_verify=False, tls_ca_certs="/ca.pem"),
+        ),
         ("unix:///run/redis.sock?db=4", Address(path="/run/redis.sock", db=4)),
         ("unix://:pw@/run/redis.sock", Address(path="/run/redis.sock", password="pw")),
     ],
@@ -62,7 +65,13 @@ async def test_pipelined_replies_in_order_errors_in_place(standalone_redis: Redi
     try:
         key = f"resp-{free_port()}"
         data = b"".join(
-            [pack(("DEL", key)), pack(("SET", key, b"v\x00\xff")), pack(("INCR", key)), pack(("GET", key)), pack(("RPUSH", f"{key}:l", 1, 2))]
+            [
+                pack(("DEL", key)),
+                pack(("SET", key, b"v\x00\xff")),
+                pack(("INCR", key)),
+                pack(("GET", key)),
+                pack(("RPUSH", f"{key}:l", 1, 2)),
+            ]
         )
         deleted, ok, incr, value, pushed = await conn.request(data, 5)
         assert (deleted, ok, value, pushed) == (0, b"OK", b"v\x00\xff", 2)
@@ -118,7 +127,7 @@ async def test_pubsub_pushes_every_message_in_order(standalone_redis: RedisProce
     channel = f"resp-{free_port()}"
     try:
         conn.send(pack(("SSUBSCRIBE", channel)))
-        while not got:
+        while not got:  # noqa: ASYNC110 - on_push is a plain list.append: the test polls the list it fills
             await asyncio.sleep(0.01)
         assert got.pop(0) == [b"ssubscribe", channel.encode(), 1]
         pipe = standalone_redis.client().pipeline(transaction=False)
@@ -208,11 +217,14 @@ def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
         .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -221,7 +233,9 @@ def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return paths
 

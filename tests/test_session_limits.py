@@ -86,7 +86,8 @@ def test_throttle_pauses_reading_until_the_bucket_refills() -> None:
 
 
 def test_throttled_session_is_not_closed_for_silence() -> None:
-    """While the node does not read a throttled session, the client's heart-beats are not seen: not its fault."""
+    """While the node does not read a throttled session, the client's heart-beats are not seen:
+    not its fault."""
     env = make_env(limits=SessionLimits(frames_per_s=1, bytes_per_s=0, burst_s=1), heartbeat_receive_ms=1000)
     alice = env.client()
     alice.connect("alice", heart_beat="1000,0")
@@ -162,7 +163,8 @@ def test_a_flooder_stops_being_read_at_its_inflight_share() -> None:
 
 
 def test_a_congested_bus_pauses_its_big_senders_until_it_has_room() -> None:
-    """Congested (Redis slow or away): who holds an eighth of its share or more waits; an occasional sender does not."""
+    """Congested (Redis slow or away): who holds an eighth of its share or more waits; an occasional
+    sender does not."""
     env = make_env(limits=SessionLimits(max_inflight_bytes=2400, **UNLIMITED))
     bus = env.broker.bus = SlowBus()  # type: ignore[assignment]
     alice = env.connected("alice")
@@ -193,7 +195,8 @@ def test_subscribers_are_never_paused_by_flow_control() -> None:
 
 
 def test_open_transactions_are_bounded_in_bytes() -> None:
-    """16 transactions x 1,000 frames x 1 MB was 16 GB; now all of a session's open transactions share one byte cap."""
+    """16 transactions x 1,000 frames x 1 MB was 16 GB; now all of a session's open transactions
+    share one byte cap."""
     env = make_env(limits=SessionLimits(max_transaction_bytes=10_000, **UNLIMITED))
     alice = env.connected("alice")
     alice.send("BEGIN", {"transaction": "t1"})
@@ -242,7 +245,9 @@ def test_subscribe_checks_the_destination_too(env: Env) -> None:
     alice.expect_error(contains="longer than")
 
 
-@pytest.mark.parametrize("name", ["message-id ", " subscription", "Message-Id", "DESTINATION", "\ufeffack", "content-length\t"])
+@pytest.mark.parametrize(
+    "name", ["message-id ", " subscription", "Message-Id", "DESTINATION", "\ufeffack", "content-length\t"]
+)
 def test_reserved_headers_are_dropped_however_spelled(env: Env, name: str) -> None:
     """stompjs 2.x trims header names and keeps the last value: 'message-id ' would win over ours."""
     bob = env.connected("bob", version="1.1")
@@ -254,7 +259,8 @@ def test_reserved_headers_are_dropped_however_spelled(env: Env, name: str) -> No
 
 @pytest.mark.parametrize("name", ["a\x01b", "x\x7f", "x:y"])
 def test_header_names_with_controls_or_colons_are_refused(env: Env, name: str) -> None:
-    """A ':' in a name (sent escaped) would split differently at a 1.0 peer: 'message-id:x' becomes message-id."""
+    """A ':' in a name (sent escaped) would split differently at a 1.0 peer: 'message-id:x' becomes
+    message-id."""
     alice = env.connected("alice")
     alice.publish("/topic/a", b"x", **{name: "v"})
     alice.expect_error(contains="header name")

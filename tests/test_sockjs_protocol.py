@@ -58,7 +58,9 @@ async def get(server: EchoServer, path: str, headers=None, timeout: float = 5) -
     return await fetch(HOST, server.port, "GET", path, headers, None, timeout=timeout)
 
 
-async def post(server: EchoServer, path: str, body: str | bytes = b"", headers=None, timeout: float = 5) -> Response:
+async def post(
+    server: EchoServer, path: str, body: str | bytes = b"", headers=None, timeout: float = 5
+) -> Response:
     return await fetch(HOST, server.port, "POST", path, headers, body, timeout=timeout)
 
 
@@ -225,7 +227,8 @@ async def test_iframe_page(server: EchoServer, suffix: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "suffix", ["/iframe.htm", "/iframe", "/IFRAME.HTML", "/IFRAME", "/iframe.HTML", "/iframe.xml", "/iframe-/.html"]
+    "suffix",
+    ["/iframe.htm", "/iframe", "/IFRAME.HTML", "/IFRAME", "/iframe.HTML", "/iframe.xml", "/iframe-/.html"],
 )
 async def test_malformed_iframe_names_are_404(server: EchoServer, suffix: str) -> None:
     assert (await get(server, "/echo" + suffix)).status == 404
@@ -314,7 +317,9 @@ async def test_any_server_and_session_id_is_accepted(server: EchoServer, part: s
 @pytest.mark.parametrize("part", ["//", "/a./a", "/a/a.", "/./.", "/", "///"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_invalid_session_paths_are_404(server: EchoServer, part: str, method: str) -> None:
-    r = await fetch(HOST, server.port, method, "/echo" + part + "/xhr", None, b"" if method == "POST" else None)
+    r = await fetch(
+        HOST, server.port, method, "/echo" + part + "/xhr", None, b"" if method == "POST" else None
+    )
     assert r.status == 404, (part, method, r.status, r.body[:200])
 
 
@@ -441,7 +446,9 @@ async def test_xhr_cors_origin_is_echoed(server: EchoServer) -> None:
     assert_cors(r, "http://example.com")
 
 
-@pytest.mark.parametrize(("request_headers", "allow_headers"), [("a, b, c", "a, b, c"), ("", None), (None, None)])
+@pytest.mark.parametrize(
+    ("request_headers", "allow_headers"), [("a, b, c", "a, b, c"), ("", None), (None, None)]
+)
 async def test_access_control_request_headers_are_echoed(
     server: EchoServer, request_headers: str | None, allow_headers: str | None
 ) -> None:
@@ -684,13 +691,16 @@ async def test_jsessionid_on_xhr(server: EchoServer) -> None:
     assert (r.status, r.text) == (200, "o\n")
     assert_jsessionid(r)
     # a cookie the client already has is sent back as it is
-    r = await post(server, session_path("cookie_needed_echo") + "/xhr", headers={"Cookie": "JSESSIONID=abcdef"})
+    r = await post(
+        server, session_path("cookie_needed_echo") + "/xhr", headers={"Cookie": "JSESSIONID=abcdef"}
+    )
     assert (r.status, r.text) == (200, "o\n")
     assert_jsessionid(r, "abcdef")
 
 
 @pytest.mark.parametrize(
-    ("method", "transport"), [("POST", "xhr_streaming"), ("GET", "eventsource"), ("GET", "htmlfile?c=%63allback")]
+    ("method", "transport"),
+    [("POST", "xhr_streaming"), ("GET", "eventsource"), ("GET", "htmlfile?c=%63allback")],
 )
 async def test_jsessionid_on_streaming_transports(server: EchoServer, method: str, transport: str) -> None:
     conn, head = await open_stream(server, method, session_path("cookie_needed_echo") + "/" + transport)
@@ -834,7 +844,9 @@ async def test_websocket_with_keep_alive_upgrade_connection_header(server: EchoS
     """Firefox 6 sends `Connection: keep-alive, Upgrade`."""
     conn = await Connection.open(HOST, server.port)
     try:
-        head = await conn.request("GET", session_path() + "/websocket", upgrade_headers("7", "keep-alive, Upgrade"))
+        head = await conn.request(
+            "GET", session_path() + "/websocket", upgrade_headers("7", "keep-alive, Upgrade")
+        )
         assert head.status == 101
     finally:
         conn.abort()
@@ -910,7 +922,7 @@ async def test_server_escapes_unsafe_characters(server: EchoServer) -> None:
     await xhr_send(server, path, ('["' + "".join(chars) + '"]').encode("utf-8"))
     frame = await poll_message_frame(server, path)
     raw = frame[len('a["') : -len('"]\n')]
-    assert raw == "".join("\\u%04x" % ord(c) for c in chars)
+    assert raw == "".join(f"\\u{ord(c):04x}" for c in chars)
 
 
 async def test_server_escapes_control_characters(server: EchoServer) -> None:
@@ -925,7 +937,7 @@ async def test_server_escapes_control_characters(server: EchoServer) -> None:
 
 async def test_server_decodes_client_escaped_characters(server: EchoServer) -> None:
     points = code_points(CLIENT_ESCAPED)
-    escaped = '"' + "".join("\\u%04x" % c for c in points) + '"'
+    escaped = '"' + "".join(f"\\u{c:04x}" for c in points) + '"'
     path = await open_xhr_session(server)
     await xhr_send(server, path, "[" + escaped + "]")
     frame = await poll_message_frame(server, path)
@@ -938,7 +950,7 @@ async def test_websocket_frames_escape_unsafe_characters(server: EchoServer) -> 
         assert await recv(ws) == "o"
         await ws.send(json.dumps([chars], ensure_ascii=False))
         frame = await recv(ws)
-        assert frame == 'a["' + "".join("\\u%04x" % ord(c) for c in chars) + '"]'
+        assert frame == 'a["' + "".join(f"\\u{ord(c):04x}" for c in chars) + '"]'
 
 
 # -- handling close ------------------------------------------------------------
@@ -1097,7 +1109,9 @@ async def test_http11_greeting_keeps_the_connection(server: EchoServer) -> None:
 async def test_http11_streaming_is_chunked(server: EchoServer) -> None:
     conn = await Connection.open(HOST, server.port)
     try:
-        head = await conn.request("POST", session_path("close") + "/xhr_streaming", {"Connection": "Keep-Alive"}, b"")
+        head = await conn.request(
+            "POST", session_path("close") + "/xhr_streaming", {"Connection": "Keep-Alive"}, b""
+        )
         assert head.status == 200
         assert (head.get("transfer-encoding") or "").lower() == "chunked", head.headers
         assert not head.has("content-length"), head.headers

@@ -117,7 +117,9 @@ class Streaming:
             self.resp.close()
 
 
-async def api(http: aiohttp.ClientSession, node: NodeProcess, method: str, path: str, body: Any = None) -> Any:
+async def api(
+    http: aiohttp.ClientSession, node: NodeProcess, method: str, path: str, body: Any = None
+) -> Any:
     async with http.request(
         method, node.http_url + path, json=body, headers={"Authorization": f"Bearer {API_KEY}"}
     ) as resp:
@@ -160,7 +162,11 @@ async def test_binary_body_reaches_a_sockjs_session_as_text(node_factory: Factor
         assert got[1].startswith("RECEIPT")
         raw = b"ok\xff\xfe"
         status, _ = await api(
-            http, node, "POST", "/api/publish", {"destination": "/topic/bin", "payload_base64": base64.b64encode(raw).decode()}
+            http,
+            node,
+            "POST",
+            "/api/publish",
+            {"destination": "/topic/bin", "payload_base64": base64.b64encode(raw).decode()},
         )
         assert status == 200
         message = json.loads((await sub.line())[1:])[0]
@@ -213,14 +219,22 @@ async def test_disconnect_delay_ends_the_stomp_session(node_factory: Factory) ->
             await asyncio.sleep(0.1)
         async with http.post(session.url + "/xhr_send", data='["x"]') as resp:
             assert resp.status == 404  # forgotten
-        status, _ = await api(http, node, "POST", "/api/send-to-user", {"user": "dora", "destination": "/queue/x", "payload": "later"})
+        status, _ = await api(
+            http,
+            node,
+            "POST",
+            "/api/send-to-user",
+            {"user": "dora", "destination": "/queue/x", "payload": "later"},
+        )
         assert status == 200
         _, unread = await api(http, node, "POST", "/api/unread", {"user": "dora", "destination": "/queue/x"})
         assert [m["payload"] for m in unread["messages"]] == ["later"]  # kept, not sent to a dead session
 
 
 async def test_slow_consumer_over_polling_is_closed(node_factory: Factory) -> None:
-    node = node_factory(merged(sockjs_node(disconnect_delay_s=30), {"server": {"max_outbound_buffer": 20000}}))
+    node = node_factory(
+        merged(sockjs_node(disconnect_delay_s=30), {"server": {"max_outbound_buffer": 20000}})
+    )
     async with aiohttp.ClientSession() as http:
         session = Polling(http, node)
         assert await session.poll() == "o"
@@ -232,7 +246,9 @@ async def test_slow_consumer_over_polling_is_closed(node_factory: Factory) -> No
         while not any(m.startswith("RECEIPT") for m in got):
             got += await session.messages()
         for _ in range(5):  # 40 KB for a client that does not poll
-            await api(http, node, "POST", "/api/publish", {"destination": "/topic/flood", "payload": "x" * 8000})
+            await api(
+                http, node, "POST", "/api/publish", {"destination": "/topic/flood", "payload": "x" * 8000}
+            )
         frames = []
         for _ in range(5):
             frames.append(await asyncio.wait_for(session.poll(), 5))
@@ -247,7 +263,9 @@ async def test_allowed_origins(node_factory: Factory) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(node.http_url + "/sj/info", headers={"Origin": "http://evil.example"}) as resp:
             assert resp.status == 403
-        async with http.post(node.http_url + "/sj/0/abc/xhr", headers={"Origin": "http://evil.example"}) as resp:
+        async with http.post(
+            node.http_url + "/sj/0/abc/xhr", headers={"Origin": "http://evil.example"}
+        ) as resp:
             assert resp.status == 403
         async with http.get(node.http_url + "/sj/info", headers={"Origin": "http://app.example"}) as resp:
             assert resp.status == 200
@@ -274,7 +292,11 @@ async def test_chat_example_files_and_endpoints(node_factory: Factory) -> None:
             assert resp.status == 302 and resp.headers["Location"] == "/chat/"
         async with http.get(node.http_url + "/chat/") as resp:
             assert resp.status == 200 and "Chat With STOMP Message" in await resp.text()
-        for lib in ("sockjs-client/dist/sockjs.min.js", "stompjs/lib/stomp.min.js", "jquery/dist/jquery.min.js"):
+        for lib in (
+            "sockjs-client/dist/sockjs.min.js",
+            "stompjs/lib/stomp.min.js",
+            "jquery/dist/jquery.min.js",
+        ):
             async with http.get(f"{node.http_url}/chat/node_modules/{lib}") as resp:
                 assert resp.status == 200, lib
         async with http.get(node.http_url + "/chat/../config.yaml") as resp:
@@ -302,7 +324,9 @@ async def test_chat_example_files_and_endpoints(node_factory: Factory) -> None:
 
 
 @pytest.mark.parametrize(
-    "source", ["raise RuntimeError('boom')\n", "def setup(node):\n    raise RuntimeError('boom')\n"], ids=["import", "setup"]
+    "source",
+    ["raise RuntimeError('boom')\n", "def setup(node):\n    raise RuntimeError('boom')\n"],
+    ids=["import", "setup"],
 )
 def test_an_extension_that_fails_stops_the_node_with_its_name(tmp_path: Path, source: str) -> None:
     ext = tmp_path / "broken_ext.py"

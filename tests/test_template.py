@@ -48,7 +48,11 @@ async def test_sync_template_reaches_topics_and_users_on_every_node(cluster) -> 
         assert json.loads(msg.body) == {"title": "hello"}
         assert msg.headers["content-type"] == "application/json"
     first, second = await bob.recv(), await bob.recv()
-    assert (first.body, first.headers["x-id"], first.headers["destination"]) == (b"hi bob", "7", "/user/queue/reply")
+    assert (first.body, first.headers["x-id"], first.headers["destination"]) == (
+        b"hi bob",
+        "7",
+        "/user/queue/reply",
+    )
     assert first.headers["content-type"] == "text/plain;charset=UTF-8"
     assert second.body == b"\x00\x01" and second.headers["content-type"] == "application/octet-stream"
 
@@ -67,8 +71,11 @@ async def test_async_template_stores_for_offline_users(cluster) -> None:
 
 def test_from_config_and_errors(tmp_path, redis_server) -> None:
     path = tmp_path / "node.yaml"
-    path.write_text(yaml.safe_dump({"auth": {"mode": "dev"}, "api": {"enabled": False},
-                                    "bus": {"type": "redis", "routing": "broadcast", "redis": {"url": redis_server.url}}}))
+    path.write_text(yaml.safe_dump({
+        "auth": {"mode": "dev"},
+        "api": {"enabled": False},
+        "bus": {"type": "redis", "routing": "broadcast", "redis": {"url": redis_server.url}},
+    }))
     template = MessagingTemplate.from_config(str(path))
     assert not template.directed
     with pytest.raises(ValueError, match="broker prefix"):

@@ -41,7 +41,9 @@ def wait_for(check, what: str, timeout: float = 15) -> None:
 
 
 async def test_two_workers_share_the_port_and_reach_each_other(node_factory, bus_config_for) -> None:
-    node = node_factory({"node_id": "wk", "server": {"workers": 2}, **bus_config_for("standalone", "directed")})
+    node = node_factory(
+        {"node_id": "wk", "server": {"workers": 2}, **bus_config_for("standalone", "directed")}
+    )
     started = time.monotonic()
     wait_for(lambda: node_ids(node) == ["wk-w0", "wk-w1"], "both workers registered")
     # A worker registers (through Redis) before its listener is up: wait until both answer.
@@ -57,11 +59,13 @@ async def test_two_workers_share_the_port_and_reach_each_other(node_factory, bus
         await client.subscribe("/user/queue/in")
     homes = {}
     for user in users:
-        wait_for(lambda: api(node, "GET", f"/api/users/{user}")[1]["nodes"], f"{user} registered")
+        wait_for(lambda user=user: api(node, "GET", f"/api/users/{user}")[1]["nodes"], f"{user} registered")
         homes[user] = next(iter(api(node, "GET", f"/api/users/{user}")[1]["nodes"]))
     assert set(homes.values()) == {"wk-w0", "wk-w1"}, homes
     for i, client in enumerate(clients):
-        await client.publish(f"/user/{users[(i + 1) % len(users)]}/queue/in", f"from {users[i]}", receipt=False)
+        await client.publish(
+            f"/user/{users[(i + 1) % len(users)]}/queue/in", f"from {users[i]}", receipt=False
+        )
     for i, client in enumerate(clients):
         assert (await client.recv()).body == f"from {users[i - 1]}".encode()
         await nothing_more(client, 0.05)
@@ -88,7 +92,7 @@ async def test_two_workers_share_the_port_and_reach_each_other(node_factory, bus
     # SIGTERM to the parent stops every worker; node_factory checks the exit code is 0.
     assert node.stop() == 0
     for pid in pids[1:]:
-        wait_for(lambda: gone(pid), f"worker {pid} gone")
+        wait_for(lambda pid=pid: gone(pid), f"worker {pid} gone")
 
 
 def gone(pid: int) -> bool:
@@ -104,7 +108,9 @@ def test_a_taken_port_is_an_error_not_a_shared_one(tmp_path: Path, bus_config_fo
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        node = spawn_node(tmp_path, {"server": {"port": port, "workers": 2}, **bus_config_for("standalone", "directed")})
+        node = spawn_node(
+            tmp_path, {"server": {"port": port, "workers": 2}, **bus_config_for("standalone", "directed")}
+        )
         assert node.proc.wait(15) == 1
         assert f"cannot start: server.port: 127.0.0.1:{port} is not free" in node.log()
 
@@ -113,7 +119,8 @@ def test_workers_that_cannot_start_stop_the_node(tmp_path: Path, bus_config_for)
     broken = tmp_path / "broken.py"
     broken.write_text("def setup(node):\n    raise RuntimeError('no database')\n")
     node = spawn_node(
-        tmp_path, {"server": {"workers": 2, "extensions": [str(broken)]}, **bus_config_for("standalone", "directed")}
+        tmp_path,
+        {"server": {"workers": 2, "extensions": [str(broken)]}, **bus_config_for("standalone", "directed")},
     )
     assert node.proc.wait(20) == 2  # as one process would: no restart loop
     log = node.log()
@@ -123,7 +130,10 @@ def test_workers_that_cannot_start_stop_the_node(tmp_path: Path, bus_config_for)
 
 def test_port_zero_from_the_command_line_is_refused(tmp_path: Path, bus_config_for) -> None:
     path = tmp_path / "c.yaml"
-    config = deep_merge(base_config(free_port(), free_port()), {"server": {"workers": 2}, **bus_config_for("standalone", "directed")})
+    config = deep_merge(
+        base_config(free_port(), free_port()),
+        {"server": {"workers": 2}, **bus_config_for("standalone", "directed")},
+    )
     path.write_text(yaml.safe_dump(config))
     out = subprocess.run(
         [sys.executable, "-m", "stompgate", "serve", "--config", str(path), "--port", "0"],
@@ -141,7 +151,10 @@ def test_check_config_names_what_workers_need(tmp_path: Path) -> None:
         "api": {"enabled": False},
     }))
     out = subprocess.run(
-        [sys.executable, "-m", "stompgate", "check-config", str(path)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "stompgate", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert out.returncode == 2
     assert "server.workers: more than 1 needs bus.type redis" in out.stderr

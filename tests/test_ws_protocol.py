@@ -207,7 +207,9 @@ async def test_slow_consumer_is_closed_and_others_keep_going(node_factory) -> No
     import socket
 
     # No rate limit: the sender pushes 12.5 MiB as fast as it can (a backend, not the attacker here).
-    node = node_factory({"server": {"max_outbound_buffer": 256 * 1024}, "stomp": {"rate_limit": {"bytes_per_s": 0}}})
+    node = node_factory(
+        {"server": {"max_outbound_buffer": 256 * 1024}, "stomp": {"rate_limit": {"bytes_per_s": 0}}}
+    )
     stuck = socket.create_connection(("127.0.0.1", node.tcp_port))
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.sendall(

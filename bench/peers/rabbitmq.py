@@ -167,10 +167,10 @@ class RabbitMQ:
         stomp = (f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}" if self.stomp_port
                  else "stomp.listeners.tcp = none")
         conf = [
-            "listeners.tcp.1 = 127.0.0.1:%d" % self.amqp_port,
+            f"listeners.tcp.1 = 127.0.0.1:{self.amqp_port:d}",
             "listeners.ssl = none",
             "web_stomp.tcp.ip = 127.0.0.1",
-            "web_stomp.tcp.port = %d" % self.web_stomp_port,
+            f"web_stomp.tcp.port = {self.web_stomp_port:d}",
             "web_stomp.tcp.backlog = 4096",
             "web_stomp.max_connections = infinity",
             stomp,
@@ -247,7 +247,7 @@ class RabbitMQ:
             try:
                 _run_async(self._probe())
                 return
-            except Exception as e:  # not listening yet, or plugin still starting
+            except Exception as e:  # noqa: BLE001 - not listening yet, or plugin still starting
                 last = e
                 time.sleep(0.5)
         raise TimeoutError(
@@ -397,7 +397,7 @@ def _run_async(coro):
     def target() -> None:
         try:
             result["value"] = asyncio.run(coro)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread, which re-raises it
             result["error"] = e
 
     t = threading.Thread(target=target)

@@ -105,7 +105,7 @@ async def check_redis(url: str) -> None:
 async def serve(host: str, port: int, redis_url: str, channel: str) -> None:
     try:
         await check_redis(redis_url)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure to reach Redis is reported and exits 2
         print(f"socketio_node: Redis at {redis_url} unreachable: {e!r}", file=sys.stderr)
         raise SystemExit(2) from None
     sio = make_server(redis_url, channel)
@@ -116,7 +116,7 @@ async def serve(host: str, port: int, redis_url: str, channel: str) -> None:
     async def close_sockets(app: web.Application) -> None:
         try:
             await asyncio.wait_for(sio.shutdown(), 2.0)
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort at shutdown
             pass
         closing = [asyncio.ensure_future(ws.close(code=1001, message=b"server shutdown"))
                    for ws in list(OPEN_WEBSOCKETS)]
