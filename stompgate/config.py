@@ -26,8 +26,8 @@ from typing import Any, Literal
 import yaml
 
 from .broker.names import user_name_problem
+from .bus.address import Address
 from .bus.base import OfflineLimits
-from .bus.resp import Address
 
 ENV_PREFIX = "STOMPGATE_"
 

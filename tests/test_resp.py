@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from stompgate.bus.resp import Address, ReplyError, RespConnection, RespConnectionError, pack
+from stompgate.bus.address import Address
+from stompgate.bus.resp import ReplyError, RespConnection, RespConnectionError, pack
 
 from .nodes import free_port
 from .redisproc import RedisProcess, start_redis

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -38,10 +38,11 @@ from redis.exceptions import (
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
+from .address import Address
 from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode, reply_text
 from .keys import PUBLISH_USER, TAKE_STORED, Keys, publish_user_args
 from .outbox import Entry, Kind, Outbox
-from .resp import Address, ReplyError, RespConnection, RespConnectionError, pack
+from .resp import ReplyError, RespConnection, RespConnectionError, pack
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -86,6 +87,9 @@ class RedisBus:
         self._user_channels: dict[str, tuple[str, str, _Listener]] = {}
         self._scripts_loaded = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Short-lived tasks (stored-message fetches, recoveries), kept until done: the
+        # loop holds only weak references, so an unreferenced task can vanish mid-run.
+        self._background: set[asyncio.Task[Any]] = set()
         self._commands_ok = False
         self._down_since: float | None = time.time()
         self._was_up = False
@@ -135,6 +139,11 @@ class RedisBus:
         deadline = time.monotonic() + 2
         while self._outbox and self._commands_ok and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded
             await asyncio.sleep(0.01)
+        # Fetches of stored messages finish rather than being cancelled: one cut between
+        # taking messages off the store and handing them over would lose them.
+        if self._background:
+            fetches = asyncio.gather(*self._background, return_exceptions=True)
+            await _bounded("finishing stored-message fetches", fetches)
         for task in self._tasks:
             task.cancel()
         await _bounded(
@@ -262,7 +271,13 @@ class RedisBus:
             self._resync = True  # the whole registry is written again once the outbox drains
 
     def user_subscribed(self, user: str, destination: str, replay: Callable[[list[Message]], None]) -> None:
-        asyncio.get_running_loop().create_task(self._subscribe_then_take(user, destination, replay))
+        self.spawn(self._subscribe_then_take(user, destination, replay))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the bus keeps until it ends (and waits for at stop)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _subscribe_then_take(
         self, user: str, destination: str, replay: Callable[[list[Message]], None]
@@ -746,7 +761,7 @@ class _Listener:
         finally:
             resume, self._resume, self._recovering = self._resume, [], set()
         if resume:
-            asyncio.get_running_loop().create_task(self.bus._recover(resume))
+            self.bus.spawn(self.bus._recover(resume))
 
     async def _run(self) -> None:
         bus = self.bus
