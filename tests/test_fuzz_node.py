@@ -12,7 +12,7 @@ import random
 import pytest
 import websockets
 
-from stompgate.stomp import Frame, serialize
+from stompgate.stomp import SERVER_COMMANDS, Frame, FrameParser, serialize
 
 from .stompclient import WsStomp
 
@@ -48,29 +48,56 @@ def mutated(rng: random.Random) -> bytes:
     return bytes(data)
 
 
+def check_answer(received: bytes, closed: bool, what: str) -> None:
+    """At most one ERROR per connection, and after it nothing but the close."""
+    parser = FrameParser(commands=SERVER_COMMANDS, max_frame_size=1 << 24)
+    parser.feed(received)
+    commands = [frame.command for frame in parser.frames()]
+    errors = commands.count("ERROR")
+    assert errors <= 1, f"{what}: {errors} ERROR frames: {commands}"
+    if errors:
+        assert commands[-1] == "ERROR", f"{what}: frames after the ERROR: {commands}"
+        assert closed, f"{what}: an ERROR, but the connection stayed open"
+
+
 async def drain_ws(data: bytes, url: str, rng: random.Random) -> None:
+    received = bytearray()
+    closed = False
     async with websockets.connect(url) as ws:
-        for i in range(0, len(data), rng.randint(1, 64)):
-            chunk = data[i : i + 64]
-            await ws.send(chunk if rng.random() < 0.5 else chunk.decode("utf-8", "replace"))
+        try:
+            for i in range(0, len(data), rng.randint(1, 64)):
+                chunk = data[i : i + 64]
+                await ws.send(chunk if rng.random() < 0.5 else chunk.decode("utf-8", "replace"))
+        except websockets.ConnectionClosed:
+            pass  # closed after an ERROR while we were still sending: what arrived is read below
         try:
             while True:
-                await asyncio.wait_for(ws.recv(), 0.3)
-        except (TimeoutError, websockets.ConnectionClosed):
+                message = await asyncio.wait_for(ws.recv(), 0.3)
+                received += message if isinstance(message, bytes) else message.encode("utf-8")
+        except TimeoutError:
             pass
+        except websockets.ConnectionClosed:
+            closed = True
+    check_answer(bytes(received), closed, f"websocket {data!r}")
 
 
 async def drain_tcp(data: bytes, port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = bytearray()
+    closed = False
     try:
         writer.write(data)
         await writer.drain()
-        while await asyncio.wait_for(reader.read(65536), 0.3):
-            pass
-    except (TimeoutError, ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(65536), 0.3):
+            received += chunk
+        closed = True  # EOF
+    except TimeoutError:
         pass
+    except ConnectionError:
+        closed = True
     finally:
         writer.close()
+    check_answer(bytes(received), closed, f"tcp {data!r}")
 
 
 async def test_random_and_mutated_input_never_hurts_the_node(node) -> None:

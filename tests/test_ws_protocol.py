@@ -231,4 +231,14 @@ async def test_slow_consumer_is_closed_and_others_keep_going(node_factory) -> No
     await sender.publish("/topic/other", "after")
     assert (await healthy.recv()).body == b"after"
     assert "slow consumer" in node.log()
-    stuck.close()
+    # And the node really let go of it: reading what is left ends in EOF or a reset.
+    stuck.settimeout(5)
+    try:
+        while stuck.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail("the slow consumer's connection is still open 5 s after it was logged as closed")
+    finally:
+        stuck.close()
