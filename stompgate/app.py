@@ -23,6 +23,7 @@ from .broker import (
 )
 from .broker.auth import Authenticator
 from .broker.session import CLOSE_POLICY
+from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
 from .config import Config, dev_mode_warnings
 from .extensions import NodeContext, load_extension
@@ -101,7 +102,7 @@ class Node:
         if config.bus.type == "redis":
             from .bus.redis_bus import RedisBus
 
-            self.bus: MemoryBus | RedisBus = RedisBus(config.bus, limits, self.node_id, self.broker)
+            self.bus: ClusterBus = RedisBus(config.bus, limits, self.node_id, self.broker)
         else:
             self.bus = MemoryBus(limits, self.node_id)
         self.broker.bus = self.bus
@@ -216,9 +217,8 @@ class Node:
         self._budget_timer = asyncio.get_running_loop().call_later(1.0, self._check_budget)
 
     def _expire_offline(self) -> None:
-        if isinstance(self.bus, MemoryBus):
-            self.bus.expire()
-            self._expiry = asyncio.get_running_loop().call_later(60, self._expire_offline)
+        self.bus.expire()
+        self._expiry = asyncio.get_running_loop().call_later(60, self._expire_offline)
 
     async def start(self) -> None:
         cfg = self.config.server

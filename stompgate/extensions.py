@@ -24,6 +24,7 @@ from .http.api import BadRequest, publish, read_json_object, user_of
 if TYPE_CHECKING:
     from .broker import Broker
     from .broker.message import Message
+    from .bus.contract import ClusterBus
 
 
 __all__ = ["BadRequest", "ExtensionError", "NodeContext", "load_extension"]
@@ -37,7 +38,12 @@ class NodeContext:
     """What an extension's ``setup`` receives: the aiohttp app and a small sending API."""
 
     def __init__(
-        self, app: web.Application, broker: Broker, bus: Any, node_id: str, body_timeout_s: float = 15.0
+        self,
+        app: web.Application,
+        broker: Broker,
+        bus: ClusterBus,
+        node_id: str,
+        body_timeout_s: float = 15.0,
     ) -> None:
         self.app = app
         self.broker = broker

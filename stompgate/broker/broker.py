@@ -287,6 +287,10 @@ class Broker:
     def wait_for_room(self, session: Session) -> None:
         self._waiting_room[session] = None
 
+    def session_counts(self) -> list[tuple[str, int]]:
+        """Every user with sessions on this node, and how many."""
+        return [(user, len(entry.sessions)) for user, entry in self.users.items()]
+
     def room(self) -> None:
         """The bus drained: sessions paused for it may read again."""
         waiting, self._waiting_room = self._waiting_room, {}

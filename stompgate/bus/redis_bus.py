@@ -45,8 +45,8 @@ from .outbox import Entry, Kind, Outbox
 from .resp import ReplyError, RespConnection, RespConnectionError, pack
 
 if TYPE_CHECKING:
-    from ..broker import Broker
     from ..config import BusConfig
+    from .contract import BrokerPort
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ _TAKE_CONCURRENCY = 16
 
 
 class RedisBus:
-    def __init__(self, config: BusConfig, limits: OfflineLimits, node_id: str, broker: Broker) -> None:
+    def __init__(self, config: BusConfig, limits: OfflineLimits, node_id: str, broker: BrokerPort) -> None:
         self.config = config
         self.limits = limits
         self.node_id = node_id
@@ -133,6 +133,9 @@ class RedisBus:
                 "cluster traffic is queued",
                 self._last_error,
             )
+
+    def expire(self) -> None:
+        """Nothing to do: Redis expires stored messages itself."""
 
     async def stop(self) -> None:
         """Flush the outbox, leave the registry, close connections: each step bounded."""
@@ -544,7 +547,7 @@ class RedisBus:
             user, count = args
             return [("HSET", node_users, user, count) if count else ("HDEL", node_users, user)]
         # RESYNC: this node's users as the broker has them now
-        counts = [(u, len(e.sessions)) for u, e in self.broker.users.items()]
+        counts = self.broker.session_counts()
         commands: list[tuple[Any, ...]] = [("DEL", node_users)]
         if counts:
             commands.append(("HSET", node_users, *(x for pair in counts for x in pair)))

@@ -34,6 +34,7 @@ from ..convert import to_body
 if TYPE_CHECKING:
     from ..broker import Broker
     from ..broker.session import SessionLimits
+    from ..bus.contract import ClusterBus
 
 class BadRequest(Exception):
     """A request refused with a 4xx: 400 unless ``status`` says otherwise (413, 415)."""
@@ -223,7 +224,7 @@ def user_of(broker: Broker, request: web.Request) -> str:
 
 
 class PublishApi:
-    def __init__(self, broker: Broker, bus: Any, api_key: str, body_timeout_s: float = 15.0) -> None:
+    def __init__(self, broker: Broker, bus: ClusterBus, api_key: str, body_timeout_s: float = 15.0) -> None:
         self.broker = broker
         self.bus = bus
         self._key = api_key.encode("utf-8")
