@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .broker.destinations import DestinationError
 from .broker.names import destination_problem, header_problem, is_reserved, user_name_problem
 from .convert import to_body
 from .http.api import BadRequest, publish, read_json_object, user_of
@@ -81,11 +82,14 @@ class NodeContext:
         self, destination: str, payload: Any, headers: dict[str, str] | None, user: str | None
     ) -> int:
         rules = self.broker.rules
-        if user is not None and destination.startswith(rules.user_prefix):
-            destination = destination[len(rules.user_root) :]
+        if user is not None:
+            destination = self._user_destination(destination)
         self._check(destination, user)
         if not rules.is_broker(destination):
-            raise ValueError(f"destination {destination!r} must start with a broker prefix")
+            raise ValueError(
+                f"destination {destination!r} must start with a broker prefix "
+                f"({', '.join(rules.broker_prefixes)})"
+            )
         hdrs = dict(headers or {})
         for name, value in hdrs.items():
             problem = header_problem(name, value) or (
@@ -101,13 +105,15 @@ class NodeContext:
 
     async def pull_unread(self, user: str, destination: str) -> list[Message]:
         """Take the messages stored for ``user`` at ``destination`` (they are gone afterwards)."""
-        rules = self.broker.rules
-        if destination.startswith(rules.user_prefix):
-            destination = destination[len(rules.user_root) :]
+        destination = self._user_destination(destination)
         self._check(destination, user)
-        if not rules.is_broker(destination):
-            raise ValueError(f"destination {destination!r} must start with a broker prefix")
         return list(await self.bus.pull(user, destination))
+
+    def _user_destination(self, destination: str) -> str:
+        try:
+            return self.broker.rules.user_destination(destination)
+        except DestinationError as exc:
+            raise ValueError(str(exc)) from None
 
     def _check(self, destination: str, user: str | None) -> None:
         """An extension passes on what its requests carried: the same checks as a STOMP frame's."""

@@ -94,10 +94,10 @@ class _Base:
                 raise ValueError(str(exc)) from None
             destination, user = target.destination, target.user
         else:
-            if destination.startswith(self.rules.user_prefix):
-                destination = destination[len(self.rules.user_root) :]
-            if not self.rules.is_broker(destination):
-                raise ValueError(f"destination {destination!r} must start with a broker prefix")
+            try:
+                destination = self.rules.user_destination(destination)
+            except DestinationError as exc:
+                raise ValueError(str(exc)) from None
         return Message(destination, h, body, user=user)
 
     def _user_call(self, message: Message) -> tuple[list[str], list[Any]]:

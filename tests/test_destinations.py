@@ -645,3 +645,13 @@ def test_long_pieces_with_question_marks_use_the_bit_parallel_scan() -> None:
     assert glob.match("x" + "a" * 40 + "zb" + "y")
     assert not glob.match("a" * 400)
     assert glob.match("a" * 400 + "cb")
+
+
+def test_a_users_destination_as_a_backend_names_it() -> None:
+    """The API, extensions and the template take ``/queue/x`` or ``/user/queue/x`` for a user."""
+    rules = DestinationRules(["/topic", "/queue"], "/user/")
+    assert rules.user_destination("/queue/x") == "/queue/x"
+    assert rules.user_destination("/user/queue/x") == "/queue/x"
+    for bad in ["/app/x", "/user/app/x", "queue/x", "/user/"]:
+        with pytest.raises(DestinationError, match=r"broker prefix \(/topic, /queue\)"):
+            rules.user_destination(bad)

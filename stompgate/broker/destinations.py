@@ -46,6 +46,19 @@ class DestinationRules:
     def _prefixes_text(self) -> str:
         return ", ".join(self.broker_prefixes)
 
+    def user_destination(self, destination: str) -> str:
+        """A destination of one user's as a backend names it, ``/queue/x`` or ``/user/queue/x``
+        (what the user subscribes to), reduced to ``/queue/x``; or :class:`DestinationError`
+        unless that is under a broker prefix. The one place the API, extensions and the
+        template check it."""
+        if destination.startswith(self.user_prefix):
+            destination = destination[len(self.user_root) :]
+        if not self.is_broker(destination):
+            raise DestinationError(
+                f"destination {destination!r} must start with a broker prefix ({self._prefixes_text()})"
+            )
+        return destination
+
     def send_target(self, destination: str) -> Target:
         """Resolve a SEND destination, or raise :class:`DestinationError`."""
         if destination.startswith(self.user_prefix):

@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 
 from ..broker.auth import AuthError, Credentials, login
-from ..broker.destinations import DestinationError
+from ..broker.destinations import DestinationError, DestinationRules
 from ..broker.message import Message
 from ..broker.names import destination_problem, header_problem, is_reserved, shown, user_name_problem
 from ..bus.base import REFUSAL_STATUS, BusUnavailable, refusal_code
@@ -35,6 +35,13 @@ if TYPE_CHECKING:
     from ..broker import Broker
     from ..broker.session import SessionLimits
     from ..bus.contract import ClusterBus
+
+def _user_destination(rules: DestinationRules, destination: str) -> str:
+    try:
+        return rules.user_destination(destination)
+    except DestinationError as exc:
+        raise BadRequest(str(exc)) from None
+
 
 class BadRequest(Exception):
     """A request refused with a 4xx: 400 unless ``status`` says otherwise (413, 415)."""
@@ -251,13 +258,7 @@ class PublishApi:
             user: str | None
             if user_route:
                 user = _user(data)
-                if destination.startswith(rules.user_prefix):  # "/user/queue/x" accepted too
-                    destination = destination[len(rules.user_root) :]
-                if not rules.is_broker(destination):
-                    raise BadRequest(
-                        f"destination {destination!r} must start with a broker prefix "
-                        f"({', '.join(rules.broker_prefixes)})"
-                    )
+                destination = _user_destination(rules, destination)  # "/user/queue/x" accepted too
             else:
                 try:
                     target = rules.send_target(destination)
@@ -297,11 +298,7 @@ class PublishApi:
             user = None if backend else self._user_of(request)
             data = await read_json_object(request, self._body_timeout_s)
             destination = _destination(data, self.broker.limits)
-            rules = self.broker.rules
-            if destination.startswith(rules.user_prefix):
-                destination = destination[len(rules.user_root) :]
-            if not rules.is_broker(destination):
-                raise BadRequest(f"destination {destination!r} must start with a broker prefix")
+            destination = _user_destination(self.broker.rules, destination)
             if user is None:
                 user = _user(data)
         except BadRequest as exc:
