@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..broker.session import Session
-from . import slow_consumer
+from .batching import TurnBatcher
 from .limits import ConnectionGate, GateProtocol, stomp_refusal
 
 if TYPE_CHECKING:
@@ -17,8 +17,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class TcpOutbound(TurnBatcher):
+    """The :class:`~stompgate.broker.session.Outbound` of one TCP connection: frames
+    batched per loop turn (:class:`~.batching.TurnBatcher`), as over WebSocket."""
+
+    __slots__ = ()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self._flush()  # an ERROR frame goes out before the close
+        self.closing = True
+        self._transport.close()  # flushes what is buffered, then closes
+
+    def abort(self) -> None:
+        self._drop_pending()
+        self.closing = True
+        self._transport.abort()
+
+    def pause_reading(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
+
 class StompTcpProtocol(asyncio.Protocol):
-    """One TCP connection; it is also the session's Outbound."""
+    """One TCP connection: bytes in to its session; the session writes through a :class:`TcpOutbound`."""
 
     def __init__(
         self, broker: Broker, max_outbound_buffer: int, on_lost: Callable[[], None] | None = None
@@ -26,16 +53,15 @@ class StompTcpProtocol(asyncio.Protocol):
         self._broker = broker
         self._limit = max_outbound_buffer
         self._on_lost = on_lost  # gives the connection's slot back to the gate
-        self._transport: asyncio.Transport | None = None
         self.session: Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it
-        self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.session = Session(
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        out = TcpOutbound(cast(asyncio.Transport, transport), self._limit)
+        self.session = out.session = Session(
             self._broker,
-            self,
+            out,
             asyncio.get_running_loop(),
             transport="tcp",
             remote=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or ""),
@@ -54,36 +80,6 @@ class StompTcpProtocol(asyncio.Protocol):
             self._on_lost = None
         if self.session is not None:
             self.session.connection_lost()
-
-    # Outbound
-    def send(self, data: bytes, binary: bool) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        unsent = transport.get_write_buffer_size()
-        if unsent > self._limit and self.session is not None:
-            slow_consumer(self.session, unsent, self._limit)
-            return
-        transport.write(data)
-
-    def close(self, code: int, reason: str) -> None:
-        if self._transport is not None:
-            self._transport.close()  # flushes what is buffered, then closes
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    def pause_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-
-    def buffered(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport is not None else 0
 
 
 async def start_tcp_server(

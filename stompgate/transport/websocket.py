@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from ..broker.session import Session
 from ..wsio import WAKE, ReadGate, close_reason, frame_header, wake, write_message
-from . import slow_consumer
+from .batching import TurnBatcher
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -25,97 +25,31 @@ log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 
-# Frames queued within one loop turn are written together up to this size.
-_BATCH = 64 * 1024
 
-
-class WebSocketOutbound:
+class WebSocketOutbound(TurnBatcher):
     """The :class:`~stompgate.broker.session.Outbound` of one WebSocket connection.
 
-    Frames sent within one event-loop turn are written with one ``transport.write``
-    at the end of the turn: under load that is one system call for many messages
-    instead of one each (bench/sockjs_transports.py), at the cost of one loop
-    iteration of latency.
+    Frames sent within one event-loop turn are written together at the end of the
+    turn (:class:`~.batching.TurnBatcher`), each with its WebSocket header.
 
     ``close`` only records the code and wakes the handler task, which then runs
     aiohttp's closing handshake itself (see :func:`stompgate.wsio.wake`).
     """
 
-    __slots__ = (
-        "_ws",
-        "_transport",
-        "_limit",
-        "_loop",
-        "_pending",
-        "_pending_size",
-        "_flush_handle",
-        "_reading",
-        "closing",
-        "close_code",
-        "close_reason",
-        "session",
-        "done",
-    )
+    __slots__ = ("_ws", "_reading", "close_code", "close_reason", "done")
+    _header = staticmethod(frame_header)
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, limit: int) -> None:
+        super().__init__(transport, limit)
         self._ws = ws
-        self._transport = transport
-        self._limit = limit
-        self._loop = asyncio.get_running_loop()
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._flush_handle: asyncio.Handle | None = None
-        # Set while the session takes input; the handler reads the socket only then.
+        # Open while the session takes input; the handler reads the socket only then.
         self._reading = ReadGate()
-        self.closing = False
         self.close_code = 1000
         self.close_reason = ""
-        self.session: Session | None = None
         self.done = self._loop.create_future()  # set when the handler has finished
 
-    def send(self, data: bytes, binary: bool) -> None:
-        if self.closing:
-            return
-        n = len(data)
-        if n > _BATCH:  # large: written now, after what is pending, without a copy
-            self._flush()
-            if not self.closing and not self._slow():
-                write_message(self._transport, data, binary)
-            return
-        self._pending.append(frame_header(n, binary) + data)
-        self._pending_size += n
-        if self._pending_size >= _BATCH:
-            self._flush()
-        elif self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        handle = self._flush_handle
-        if handle is not None:
-            handle.cancel()
-            self._flush_handle = None
-        pending = self._pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._pending_size = 0
-        transport = self._transport
-        if transport.is_closing() or self._slow():
-            return
-        transport.write(data)
-
-    def _slow(self) -> bool:
-        """Close the session if what it has not read yet is past the limit (before writing more).
-
-        Checked before each write, so a session holds at most the limit plus one
-        batch or one large frame, and any single frame can be written.
-        """
-        unsent = self._transport.get_write_buffer_size()
-        if unsent <= self._limit or self.session is None:
-            return False
-        slow_consumer(self.session, unsent, self._limit)
-        return True
+    def _write_large(self, data: bytes, binary: bool) -> None:
+        write_message(self._transport, data, binary)
 
     def close(self, code: int, reason: str) -> None:
         if self.closing:
@@ -128,8 +62,7 @@ class WebSocketOutbound:
         wake(self._ws)
 
     def abort(self) -> None:
-        self._pending.clear()
-        self._pending_size = 0
+        self._drop_pending()
         self.closing = True
         self._reading.resume()
         self._transport.abort()
@@ -140,9 +73,6 @@ class WebSocketOutbound:
 
     def resume_reading(self) -> None:
         self._reading.resume()
-
-    def buffered(self) -> int:
-        return self._pending_size + self._transport.get_write_buffer_size()
 
     async def finish(self) -> None:
         """The closing handshake, from the handler task (a no-op if already closed)."""
