@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__, logs
-from .config import Config, ConfigError, ConfigNote, dev_exposure_problem, dev_mode_warnings, load_config
+from .config import Config, ConfigError, ConfigNote, dev_mode_warnings, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,8 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = args.config if args.command == "serve" else args.file
     notes: list[ConfigNote] = []
+    overrides: dict[str, tuple[object, str]] = {}
+    if args.command == "serve":  # validated with the file, by the same rules
+        if args.host:
+            overrides["server.host"] = (args.host, f"--host {args.host}")
+        if args.port is not None:
+            overrides["server.port"] = (args.port, f"--port {args.port}")
+        if args.log_level:
+            overrides["logging.level"] = (args.log_level, f"--log-level {args.log_level}")
     try:
-        config = load_config(path, notes=notes)
+        config = load_config(path, notes=notes, overrides=overrides)
     except ConfigError as exc:
         print(f"stompgate: {exc}", file=sys.stderr)
         return 2
@@ -42,19 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         for warning in dev_mode_warnings(config):
             print(f"stompgate: warning: {warning}", file=sys.stderr)
         return 0
-    if args.host:
-        config.server.host = args.host
-        problem = dev_exposure_problem(config)  # the file was checked with its own host
-        if problem is not None:
-            print(f"stompgate: --host {args.host}: {problem}", file=sys.stderr)
-            return 2
-    if args.port is not None:
-        if not 0 <= args.port <= 65535:
-            print(f"stompgate: --port: must be 0-65535, got {args.port}", file=sys.stderr)
-            return 2
-        config.server.port = args.port
-    if args.log_level:
-        config.logging.level = args.log_level
     logs.setup(config.logging.level, LOG_FORMAT)
     log = logging.getLogger("stompgate.config")
     for note in notes:  # a changed auth.mode is shown whatever the level; the rest at info

@@ -647,13 +647,7 @@ def _env_overrides(env: Mapping[str, str], data: dict[str, Any], notes: list[Con
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        node = data
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            if not isinstance(nxt, dict):
-                nxt = node[k] = {}
-            node = nxt
-        node[keys[-1]] = value
+        _set(data, keys, value)
     if applied:
         notes.append(
             ConfigNote(
@@ -676,11 +670,14 @@ def load_config(
     path: str | os.PathLike[str] | None,
     env: Mapping[str, str] | None = None,
     notes: list[ConfigNote] | None = None,
+    overrides: Mapping[str, tuple[Any, str]] | None = None,
 ) -> Config:
-    """Read, merge the environment into, and validate a configuration.
+    """Read, merge the environment and the command line into, and validate a configuration.
 
     ``notes``, when given, receives what the environment changed, for the
-    caller to report once its logging is set up.
+    caller to report once its logging is set up. ``overrides`` maps a dotted key
+    to (value, where it came from: "--port"); they are validated with the rest,
+    and a problem with one names where it came from.
     """
     source = str(path) if path is not None else "defaults"
     data: dict[str, Any] = {}
@@ -699,6 +696,8 @@ def load_config(
             raise ConfigError([f"the top level must be a mapping, got {_shown(loaded)}"], source)
         data = loaded
     _env_overrides(os.environ if env is None else env, data, [] if notes is None else notes)
+    for key, (value, _flag) in (overrides or {}).items():
+        _set(data, key.split("."), value)
     problems: list[str] = []
     config: Config = _build(Config, data, "", problems)
     if not problems and path is not None:
@@ -706,8 +705,23 @@ def load_config(
     if not problems:
         _validate_tree(config, "", problems)
     if problems:
+        for i, problem in enumerate(problems):
+            for key, (_value, flag) in (overrides or {}).items():
+                if key in problem:
+                    problems[i] = f"{problem} (set by {flag})"
+                    break
         raise ConfigError(problems, source)
     return config
+
+
+def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            nxt = node[k] = {}
+        node = nxt
+    node[keys[-1]] = value
 
 
 def _resolve_paths(config: Config, base: Path) -> None:

@@ -31,12 +31,6 @@ STARTUP_S = 5.0
 
 def supervise(config: Config, run_worker: Callable[[Config], int], log_format: str) -> int:
     """Run ``config.server.workers`` workers until a signal; the exit code of the node."""
-    server = config.server
-    if server.port == 0 or (server.tcp.enabled and server.tcp.port == 0):  # --port 0 passes validation
-        log.error(
-            "cannot start: server.workers: more than 1 needs fixed ports (not 0), shared by the workers"
-        )
-        return 2
     taken = _ports_taken(config)
     if taken:
         log.error("cannot start: %s", taken)

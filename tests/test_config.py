@@ -468,7 +468,8 @@ def test_serve_host_override_cannot_expose_dev_mode(tmp_path: Path) -> None:
         "serve", "--config", str(ROOT / "config.yaml"), "--host", "0.0.0.0", "--port", str(free_port())
     )
     assert result.returncode == 2
-    assert "--host 0.0.0.0: auth.mode: dev" in result.stderr and "auth.dev_allow_remote" in result.stderr
+    assert "auth.mode: dev" in result.stderr and "auth.dev_allow_remote" in result.stderr
+    assert "(set by --host 0.0.0.0)" in result.stderr  # validated with the file, naming the flag
 
 
 def test_dev_mode_and_a_switched_mode_are_logged_at_every_level(tmp_path: Path) -> None:
