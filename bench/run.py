@@ -510,6 +510,7 @@ def main() -> int:
         "--smoke", action="store_true", help="low rates on stompgate, exit 1 if anything was lost"
     )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--json", help="also write every result, as the generator gave it, to this file")
     args = parser.parse_args()
     if shutil.which("node") is None or not (LOADGEN.parent / "node_modules").is_dir():
         print(
@@ -549,11 +550,12 @@ def main() -> int:
             for scenario, r in results[name].items():
                 if r.get("error") == "unsupported":  # e.g. fan-out on the echo server
                     continue
-                if args.smoke and (
-                    not r.get("ok") or r.get("lost", 0) or r.get("duplicates", 0) or r.get("failed", 0)
-                ):
+                losses = ("lost", "duplicates", "failed", "send_failed", "dropped_sessions")
+                if args.smoke and (not r.get("ok") or any(r.get(key, 0) for key in losses)):
                     print(f"SMOKE FAILED: {name} {scenario}: {r}", flush=True)
                     failed = True
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
     if not args.smoke:
         command = "      .venv/bin/python bench/run.py" + (
             "" if args.targets == parser.get_default("targets") else f" --targets {args.targets}"

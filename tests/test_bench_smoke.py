@@ -7,15 +7,18 @@ speed (the rates and latencies are printed, for the curious).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from .nodes import ROOT
 
 
-def test_bench_smoke_run_delivers_everything() -> None:
+def test_bench_smoke_run_delivers_everything(tmp_path: Path) -> None:
+    results_file = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--json", str(results_file)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -23,6 +26,11 @@ def test_bench_smoke_run_delivers_everything() -> None:
     )
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report
-    for scenario in ("p2p", "fanout", "idle", "connect"):
-        assert f"stompgate {scenario}" in report, report
-    assert "lost 0" in report and "SMOKE FAILED" not in report, report
+    results = json.loads(results_file.read_text())["stompgate"]
+    assert sorted(results) == ["connect", "fanout", "idle", "p2p"], report
+    for scenario, r in results.items():
+        assert r["ok"], (scenario, r)
+        for loss in ("lost", "duplicates", "failed", "send_failed", "dropped_sessions"):
+            assert r.get(loss, 0) == 0, (scenario, loss, r)
+    assert results["p2p"]["delivered"] > 0 and results["fanout"]["delivered"] > 0, results
+    assert results["idle"]["sessions"] > 0 and results["connect"]["count"] > 0, results
