@@ -51,7 +51,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
             code = 1
             try:
                 code = run_worker(worker)
-            except BaseException:
+            except BaseException:  # reported, then the worker ends
                 log.exception("worker %d failed", index)
             finally:
                 logging.shutdown()

@@ -231,6 +231,7 @@ def test_transaction_bytes_are_given_back_at_commit_and_abort() -> None:
         ("/topic/a\x85b", "control character"),  # C1: a line break to some log readers
         ("/user/bob%0A/queue/x", "control character"),  # decoded from the user destination
         ("/user/%00/queue/x", "control character"),
+        ("/user/" + "b" * 300 + "/queue/x", "longer than 256 characters"),  # a name, however plain
     ],
 )
 def test_bad_destinations_are_refused_at_the_edge(env: Env, destination: str, problem: str) -> None:

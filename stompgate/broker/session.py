@@ -496,8 +496,7 @@ class Session:
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
         user = target.user
-        # Decoded from %-escapes: checked again (printable ASCII needs no more).
-        if user is not None and not (user.isascii() and user.isprintable()):
+        if user is not None:  # decoded from %-escapes: checked again
             problem = user_name_problem(user)
             if problem is not None:
                 raise StompSessionError(f"user destination: {problem}")

@@ -410,7 +410,7 @@ class RedisBus:
                 if not self._scripts_loaded:
                     await self._load_scripts()
                 results = await self._send(batch)
-            except Exception as exc:
+            except Exception as exc:  # the writer must survive anything
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("publishing to redis failed")
                 self._commands_ok = False
@@ -586,7 +586,7 @@ class RedisBus:
                 if not self._commands_ok:
                     self._commands_ok = True
                     self._recovered()
-            except Exception as exc:
+            except Exception as exc:  # the heartbeat must survive anything
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("heartbeat to redis failed")
                 self._commands_ok = False
@@ -788,7 +788,7 @@ class _Listener:
                 bus._recovered()
                 backoff = 0.1
                 raise (await conn.closed) or RespConnectionError("pub/sub connection closed")
-            except Exception as exc:
+            except Exception as exc:  # the listener must survive anything
                 if not isinstance(exc, _CONNECTION_ERRORS):
                     log.exception("redis pub/sub failed")
                 bus._failed("subscribe", exc)

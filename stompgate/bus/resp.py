@@ -146,7 +146,7 @@ class RespConnection(asyncio.Protocol):
         elif self.on_push is not None:
             try:
                 self.on_push(reply)
-            except Exception:
+            except Exception:  # one bad message must not end the connection
                 log.exception("handling a message from redis failed")
         else:
             log.warning("unexpected reply from redis: %r", reply)
