@@ -33,6 +33,10 @@ _EPHEMERAL = _local_port_range()
 _handed_out: set[int] = set()
 
 
+# How the tests start a node: this interpreter, the package as a module.
+STOMPGATE = [sys.executable, "-m", "stompgate"]
+
+
 def free_port() -> int:
     """A free loopback port below the ephemeral range.
 
@@ -159,7 +163,7 @@ def spawn_node(tmp_path: Path, overrides: dict[str, Any] | None = None, name: st
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOMPGATE_")}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stompgate", "serve", "--config", str(config_path)],
+            [*STOMPGATE, "serve", "--config", str(config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

@@ -11,7 +11,7 @@ import yaml
 
 from stompgate.config import ConfigError, load_config
 
-from .nodes import ROOT, free_port
+from .nodes import ROOT, STOMPGATE, free_port
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -307,16 +307,7 @@ def test_serve_port_override_and_bad_port(tmp_path: Path) -> None:
 
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stompgate",
-            "serve",
-            "--config",
-            str(ROOT / "config.yaml"),
-            "--port",
-            str(port),
-        ],
+        [*STOMPGATE, "serve", "--config", str(ROOT / "config.yaml"), "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from .nodes import API_KEY, ROOT
+from .nodes import API_KEY, ROOT, STOMPGATE
 
 
 def run(cmd: list[str], node, cwd=ROOT, **env: str) -> subprocess.CompletedProcess[str]:
@@ -42,16 +42,7 @@ def test_make_run_config_serves_the_chat_page(tmp_path) -> None:
     port = free_port()
     log = open(tmp_path / "node.log", "wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stompgate",
-            "serve",
-            "--config",
-            str(ROOT / "config.yaml"),
-            "--port",
-            str(port),
-        ],
+        [*STOMPGATE, "serve", "--config", str(ROOT / "config.yaml"), "--port", str(port)],
         cwd=tmp_path,  # paths in the config are relative to the file, not to here
         stdout=log,
         stderr=subprocess.STDOUT,

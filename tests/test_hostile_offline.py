@@ -252,11 +252,7 @@ def test_the_cap_makes_room_before_the_user_limits_count(standalone_redis: Redis
         def store(destination: str, size: int) -> str | int | None:
             try:
                 return publish(
-                    keys=[
-                        keys.user_channel("bob", destination),
-                        keys.store("bob", destination),
-                        keys.store_index("bob"),
-                    ],
+                    keys=list(keys.publish_keys("bob", destination)),
                     args=[b"x" * size, *publish_user_args(limits, "", "bob", destination)],
                 )
             except redis.ResponseError as exc:
@@ -280,11 +276,7 @@ def test_the_index_adopts_lists_it_does_not_describe(standalone_redis: RedisProc
     def store(destination: str, payload: bytes) -> Any:
         try:
             return publish(
-                keys=[
-                    keys.user_channel("bob", destination),
-                    keys.store("bob", destination),
-                    keys.store_index("bob"),
-                ],
+                keys=list(keys.publish_keys("bob", destination)),
                 args=[payload, *publish_user_args(limits, "", "bob", destination)],
             )
         except redis.ResponseError as exc:
@@ -328,11 +320,7 @@ def test_the_script_and_the_memory_bus_say_the_same(standalone_redis: RedisProce
     def store(user: str, destination: str, size: int) -> str | None:
         try:
             publish(
-                keys=[
-                    keys.user_channel(user, destination),
-                    keys.store(user, destination),
-                    keys.store_index(user),
-                ],
+keys=list(keys.publish_keys(user, destination)),
                 args=[b"x" * size, *publish_user_args(limits, "", user, destination)],
             )
         except redis.ResponseError as exc:
