@@ -11,7 +11,9 @@ from .auth import (
 from .broker import Broker, BrokerSettings, BrokerStats
 from .destinations import DestinationError, DestinationRules, encode_user
 from .message import Message
-from .session import Outbound, Scheduler, Session, SessionLimits
+from .ports import Outbound, Scheduler
+from .session import Session
+from .settings import SessionLimits
 
 __all__ = [
     "AuthError",

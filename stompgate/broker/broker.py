@@ -9,34 +9,26 @@ no subscriber anywhere and gives them back when one subscribes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .auth import Authenticator
 from .destinations import DestinationRules, has_wildcard
 from .message import Message
-from .session import CLOSE_RESTART, Session, SessionLimits
+from .ports import CLOSE_RESTART
+from .session import Session
+from .settings import BrokerSettings
+
+__all__ = ["Broker", "BrokerSettings", "BrokerStats", "Bus", "Done", "Sender", "UserEntry"]
 from .subscriptions import Subscription, SubscriptionIndex
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class BrokerSettings:
-    broker_prefixes: list[str] = field(default_factory=lambda: ["/topic", "/queue"])
-    user_prefix: str = "/user/"
-    path_separator: str = "/"
-    heartbeat_send_ms: int = 10_000
-    heartbeat_receive_ms: int = 10_000
-    heartbeat_read_margin: float = 1.5
-    connect_timeout_s: float = 10.0
-    limits: SessionLimits = field(default_factory=SessionLimits)
-
-
-@dataclass(slots=True)
 class BrokerStats:
-    """Counters for metrics and tests."""
+    """Counters for metrics and tests; only the broker writes them."""
 
     messages_published: int = 0
     messages_delivered: int = 0
@@ -97,6 +89,15 @@ class UserEntry:
 
 
 class Broker:
+    """The sessions of this node and what they subscribe to; routes every message.
+
+    Sessions call it (attach, register, subscribe, publish...); it calls them
+    back only to deliver (:meth:`Session.deliver`), to say a subscription is
+    live (:meth:`Session.went_live`) and to resume or close them. A :class:`Bus`
+    carries what leaves the node; the bus calls back through the methods of
+    ``bus.contract.BrokerPort`` (dispatch, begin_recovery, room, session_counts).
+    """
+
     def __init__(
         self,
         settings: BrokerSettings,
@@ -129,7 +130,7 @@ class Broker:
     def detach(self, session: Session) -> None:
         self.open_sessions.pop(session, None)
         self._waiting_room.pop(session, None)
-        if session.connected:
+        if self.sessions.get(session.id) is session:
             self.unregister(session)
 
     def register(self, session: Session) -> None:
@@ -179,12 +180,20 @@ class Broker:
             else:
                 entry.patterns.pop(sub.destination, None)
 
-    def subscribe(self, sub: Subscription) -> None:
+    def subscribe(self, sub: Subscription) -> bool:
+        """Add ``sub``; True when it is live at once.
+
+        False when it waits for the bus: the first subscription of this node to a
+        user destination waits until the bus is subscribed cluster-wide and has
+        fetched the messages stored for it. The broker then calls
+        ``sub.session.went_live(sub)`` and delivers the stored messages, then the
+        ones that came live meanwhile (this may happen before ``subscribe`` returns).
+        """
         if sub.user is None:
             self.topics.add(sub)
             if has_wildcard(sub.destination):
                 self._count_pattern(sub, 1)
-            return
+            return True
         subs = self.users[sub.user].subscriptions.setdefault(sub.destination, {})
         subs[sub] = None
         key = (sub.user, sub.destination)
@@ -192,18 +201,19 @@ class Broker:
         if waiting is not None:  # joins a replay under way
             sub.replay = []
             waiting.append(sub)
-        elif len(subs) == 1 and self.bus is not None:
+            return False
+        if len(subs) == 1 and self.bus is not None:
             sub.replay = []
             self._replaying[key] = [sub]
             self.bus.user_subscribed(sub.user, sub.destination, lambda stored: self._replay(key, stored))
+            return False
+        return True
 
     def _replay(self, key: tuple[str, str], stored: list[Message]) -> None:
         """Stored messages first, then what arrived live meanwhile, then live delivery."""
         for sub in self._replaying.pop(key, ()):
             live, sub.replay = sub.replay or [], None
-            if sub.on_live is not None:
-                on_live, sub.on_live = sub.on_live, None
-                on_live()
+            sub.session.went_live(sub)
             for message in stored + live:
                 sub.session.deliver(sub, message)
         self.stats.messages_replayed += len(stored)
@@ -320,26 +330,39 @@ class Broker:
         return out
 
     def dispatch(self, message: Message) -> int:
-        """Deliver to the matching subscriptions held by this node."""
-        subs: Iterable[Subscription]
+        """Deliver to the matching subscriptions held by this node; where a message is routed."""
+        count = 0
         if message.user is None:
-            subs = self.topics.match(message.destination)
+            for sub in self.topics.match(message.destination):
+                sub.session.deliver(sub, message)
+                count += 1
         else:
             entry = self.users.get(message.user)
             found = entry.subscriptions.get(message.destination) if entry is not None else None
-            if not found:
-                self.stats.messages_unrouted += 1
-                return 0
-            subs = list(found)
-        count = 0
-        for sub in subs:
-            sub.session.deliver(sub, message)
-            count += 1
+            for sub in list(found or ()):
+                if sub.replay is not None:  # stored messages go first (_replay)
+                    sub.replay.append(message)
+                else:
+                    sub.session.deliver(sub, message)
+                count += 1
         if count:
             self.stats.messages_delivered += count
         else:
             self.stats.messages_unrouted += 1
         return count
+
+    # ------------------------------------------------------------------ stats
+
+    def acked(self, nack: bool) -> None:
+        """A session settled a message (ACK, or NACK when ``nack``)."""
+        if nack:
+            self.stats.nacked += 1
+        else:
+            self.stats.acked += 1
+
+    def session_failed(self, session: Session, reason: str) -> None:
+        """``session`` is closed with an ERROR frame saying ``reason``."""
+        self.stats.errors += 1
 
     # -------------------------------------------------------------- lifecycle
 

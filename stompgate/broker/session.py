@@ -1,139 +1,108 @@
 """The STOMP session state machine (sans-I/O).
 
 A session is fed the bytes its transport received (:meth:`Session.receive_data`)
-and writes through an :class:`Outbound` the transport implements. Timers come
-from a :class:`Scheduler`, so tests drive time by hand. The session never
-raises to its transport: protocol faults become an ERROR frame and a close.
+and writes through an :class:`~.ports.Outbound` the transport implements. Timers
+come from a :class:`~.ports.Scheduler`, so tests drive time by hand. The session
+never raises to its transport: protocol faults become an ERROR frame and a close.
+
+This module holds the states and the frames each reads (:class:`State`),
+the input loop with its pacing (frames per turn, rate limits, flow control),
+CONNECT, SEND, SUBSCRIBE and delivery. The rest is a module per concern, each
+an object the session makes when it first needs it: heart-beats
+(``heartbeats.py``), acknowledgements (``acks.py``), transactions
+(``transactions.py``), receipts (``receipts.py``), rate limits
+(``ratelimit.py``). Who may SUBSCRIBE or SEND where is decided in
+:meth:`Session._subscribe_target` and :meth:`Session._send_target`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from ..logs import RateLimitedLog
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
+from .acks import Acks, check_issued
 from .auth import AuthError, Credentials, login
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
+from .errors import StompSessionError, required
+from .heartbeats import Heartbeats, negotiate
 from .names import RESERVED, RESERVED_HEADERS, destination_problem, header_name_verdict, user_name_problem
+from .ports import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_RESTART,
+    HeartbeatAware,
+    Outbound,
+    Scheduler,
+    TimerHandle,
+)
+from .ratelimit import TokenBuckets
+from .receipts import Receipts, ReceiptSlot
+from .settings import MESSAGE_OVERHEAD, SessionLimits
 from .subscriptions import ACK_MODES, Subscription
+from .transactions import Transactions
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .message import Message
+
+# Re-exported: transports and tests import them from here.
+__all__ = [
+    "CLOSE_INTERNAL",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_RESTART",
+    "MESSAGE_OVERHEAD",
+    "HeartbeatAware",
+    "Outbound",
+    "Scheduler",
+    "Session",
+    "SessionLimits",
+    "State",
+    "StompSessionError",
+    "TimerHandle",
+]
 
 log = logging.getLogger(__name__)
 # A client can make closes happen at will (connect timeouts, bad frames): a line
 # each, but a flood of them is counted, not written.
 _closes = RateLimitedLog(log, "session closes", level=logging.INFO, burst=100, interval_s=10.0)
 
-# WebSocket close codes (RFC 6455 section 7.4.1)
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_RESTART = 1012
-
 SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 
 
-class Outbound(Protocol):
-    """What a transport gives a session: write bytes, close, and stop or resume reading."""
+class State(enum.Enum):
+    """Where a session is, and the frames it reads there; any other frame is ERROR + close.
 
-    def send(self, data: bytes, binary: bool) -> None:
-        """Queue one STOMP frame (or heart-beat EOL) for the peer, in order."""
+    CONNECTING -> CONNECTED (CONNECT accepted) -> DISCONNECTING (DISCONNECT read)
+    -> CLOSED (its RECEIPT written); every state can go to CLOSED at once.
+    """
 
-    def close(self, code: int, reason: str) -> None:
-        """Close after everything already sent has been flushed."""
+    CONNECTING = ("no CONNECT yet", ("CONNECT", "STOMP"))
+    CONNECTED = ("connected", ("SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK",
+                               "BEGIN", "COMMIT", "ABORT", "DISCONNECT"))  # fmt: skip
+    DISCONNECTING = ("DISCONNECT read; receipts before it still to write", ())
+    CLOSED = ("closed", ())
 
-    def pause_reading(self) -> None:
-        """Hand the session no more input until :meth:`resume_reading` (at most what is in flight)."""
-
-    def resume_reading(self) -> None:
-        """Input may come again."""
-
-    def buffered(self) -> int:
-        """Bytes written to this peer and not yet taken by the kernel (the node's memory budget)."""
-
-    def abort(self) -> None:
-        """Close now, dropping what is unsent: for a peer that does not read (its buffers go at once)."""
+    def __init__(self, meaning: str, reads: tuple[str, ...]) -> None:
+        self.meaning = meaning
+        self.reads = frozenset(reads)
 
 
-@runtime_checkable
-class HeartbeatAware(Protocol):
-    """An Outbound that wants to know the negotiated heart-beats (SockJS turns its own off)."""
-
-    def heartbeats(self, send_ms: int, receive_ms: int) -> None: ...
-
-
-class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Scheduler(Protocol):
-    """An event loop's clock and timers (``asyncio`` loops fit as they are)."""
-
-    def time(self) -> float: ...
-
-    def call_later(self, delay: float, callback: Callable[[], Any]) -> TimerHandle: ...
-
-    def call_soon(self, callback: Callable[[], Any]) -> TimerHandle:
-        """Run ``callback`` on the next turn of the loop, after what is ready now."""
-
-
-@dataclass(slots=True)
-class SessionLimits:
-    """What one session may hold and do; config.py documents each default and why."""
-
-    max_frame_size: int = 1024 * 1024
-    max_headers: int = 64
-    max_header_length: int = 8192
-    max_destination_length: int = 1024
-    max_subscriptions: int = 1000
-    # Distinct wildcard patterns one user may hold on a node (each is work on every publish).
-    max_user_patterns: int = 100
-    max_unacked: int = 10_000
-    max_transactions: int = 16
-    max_transaction_frames: int = 1000
-    # Bytes of frames held by the open transactions of a session, all together.
-    max_transaction_bytes: int = 4 * 1024 * 1024
-    # Bytes of this session's messages the bus has not taken yet; past it the session
-    # is not read until they are taken (flow control, as a TCP broker does).
-    max_inflight_bytes: int = 1024 * 1024
-    # Rate limits: frames and bytes per second (0: none), a bucket of burst_s seconds.
-    frames_per_s: float = 1000.0
-    bytes_per_s: float = 1024 * 1024.0
-    burst_s: float = 2.0
-    rate_policy: str = "throttle"  # or "close"
-    # Frames handled per loop turn before others get a turn.
-    frames_per_turn: int = 64
-
-
-class StompSessionError(Exception):
-    """A frame the session refuses; becomes ERROR + close."""
-
-    def __init__(self, message: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.headers = headers or {}
-
-
-# What a message costs the node besides its frame's bytes while the bus holds it
-# (its outbox entry, the bus's JSON head): counted in flow control and the outbox
-# limits, so that a flood of tiny frames is bounded in number, too.
-MESSAGE_OVERHEAD = 256
+_CONNECTING, _CONNECTED, _DISCONNECTING, _CLOSED = State
 
 # Why a session is not reading its input now; the transport reads while none is set.
 _TURN = 1  # this loop turn's share of frames is spent: the rest waits for the next turn
 _RATE = 2  # over the rate limit (throttle policy): until the bucket refills
 _FLOW = 4  # publishes the bus has not taken are over the session's share, or the bus is congested
-
 
 # Shared by every session past CONNECT; never written to.
 _NOTHING: dict[str, str] = {}
@@ -145,13 +114,11 @@ class Session:
     # Slots, not a __dict__: a node holds tens of thousands of sessions, and a
     # dict of ~40 attributes costs ~1.5 KB each (docs/benchmarks.md, idle).
     __slots__ = (  # fmt: skip
-        "broker", "closed", "connected", "id", "inflight", "limits", "out", "parser", "remote",
-        "scheduler", "subscriptions", "text_only", "transport", "user", "version",
-        "_bucket_time", "_byte_tokens", "_committing", "_connect_timer", "_disconnecting",
-        "_flow_floor", "_frame_size", "_frame_tokens", "_handshake_headers", "_last_read",
-        "_mid_prefix", "_next_mid", "_nul_safe", "_paused", "_plain_tails", "_query",
-        "_rate_timer", "_rated", "_receipt_of", "_receipts", "_recv_timer", "_send_timer",
-        "_transaction_bytes", "_transactions", "_unacked", "_wrote_since_tick",
+        "broker", "id", "inflight", "limits", "out", "parser", "remote", "scheduler", "state",
+        "subscriptions", "text_only", "transport", "user", "version", "wrote",
+        "_acks", "_beats", "_committing", "_connect_timer", "_flow_floor", "_frame_size",
+        "_handshake_headers", "_mid_prefix", "_next_mid", "_nul_safe", "_paused", "_plain_tails",
+        "_query", "_rate", "_rate_timer", "_receipt_of", "_receipts", "_transactions",
     )
 
     def __init__(
@@ -175,10 +142,9 @@ class Session:
         # The transport carries text only (SockJS): bodies that are not UTF-8 are
         # delivered with invalid bytes replaced, as Spring does over SockJS.
         self.text_only = text_only
+        self.state = State.CONNECTING
         self.user: str | None = None
-        self.version: str | None = None
-        self.connected = False
-        self.closed = False
+        self.version: str | None = None  # set once CONNECT is accepted
         limits: SessionLimits = broker.limits
         self.limits = limits
         self.parser = FrameParser(
@@ -190,19 +156,19 @@ class Session:
         self._handshake_headers = handshake_headers or {}
         self._query = query or {}
         self.subscriptions: dict[str, Subscription] = {}
-        self._unacked: dict[str, Subscription] = {}
-        # Open transactions: their frames, each with its size on the wire.
-        self._transactions: dict[str, list[tuple[Frame, int]]] = {}
-        self._transaction_bytes = 0  # frames held by all open transactions
+        # Made when first needed: most sessions never use them.
+        self._acks: Acks | None = None
+        self._transactions: Transactions | None = None
+        # RECEIPTs wait, in order, behind publishes the bus has not confirmed yet:
+        # a SEND's RECEIPT means the cluster has the message.
+        self._receipts: Receipts | None = None
+        self._beats: Heartbeats | None = None
         self._frame_size = 0  # bytes of the frame being handled
         # Input: the reasons (bits) it is paused, and the rate-limit buckets.
         self._paused = 0
         self._rate_timer: TimerHandle | None = None
-        now = scheduler.time()
-        self._rated = bool(limits.frames_per_s or limits.bytes_per_s)
-        self._frame_tokens = limits.frames_per_s * limits.burst_s
-        self._byte_tokens = limits.bytes_per_s * limits.burst_s
-        self._bucket_time = now
+        rated = limits.frames_per_s or limits.bytes_per_s
+        self._rate = TokenBuckets(limits, scheduler.time()) if rated else None
         # Bytes of this session's publishes the bus has not taken yet (see settle).
         self.inflight = 0
         self._flow_floor = limits.max_inflight_bytes // 8
@@ -212,23 +178,21 @@ class Session:
         self._mid_prefix = (self.id + "-").encode()
         self._next_mid = 1
         self._receipt_of: str | None = None  # receipt of the frame being handled
-        # RECEIPTs wait, in order, behind publishes the bus has not confirmed yet:
-        # a SEND's RECEIPT means the cluster has the message.
-        self._receipts: deque[_ReceiptSlot] | None = None  # made when needed: an empty deque is ~600 bytes
         self._committing = False
-        self._disconnecting = False
-        # Heart-beats. Outgoing: a flag set per write, checked every half interval,
-        # so the longest silence is one interval at no per-message clock cost.
-        # Incoming: the time of the last read, so a silent peer is closed exactly
-        # interval x margin after its last byte.
-        self._wrote_since_tick = True
-        self._last_read = 0.0
+        self.wrote = True  # written to since the last heart-beat tick (heartbeats.py)
         self._connect_timer: TimerHandle | None = scheduler.call_later(
             broker.settings.connect_timeout_s, self._connect_timeout
         )
-        self._send_timer: TimerHandle | None = None
-        self._recv_timer: TimerHandle | None = None
         broker.attach(self)
+
+    @property
+    def connected(self) -> bool:
+        """CONNECT was accepted (it stays so once the session closes)."""
+        return self.version is not None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is _CLOSED
 
     # ------------------------------------------------------------------ input
 
@@ -242,32 +206,32 @@ class Session:
         loop for more than a bounded batch of frames, and what waits is at most
         what the transport had already read.
         """
-        if self.closed:
+        if self.state is _CLOSED:
             return
-        if self._recv_timer is not None:
-            self._last_read = self.scheduler.time()
+        if self._beats is not None:
+            self._beats.read()
         self.parser.feed(data)
         self._pump()
 
     @property
     def reading(self) -> bool:
         """Whether the session takes input now (the transport reads only then)."""
-        return not (self._paused or self.closed)
+        return not (self._paused or self.state is _CLOSED)
 
     def _pump(self) -> None:
         """Handle the frames waiting in the parser while this turn's budget lasts."""
-        if self._paused or self.closed:
+        if self._paused or self.state is _CLOSED:
             return
         parser = self.parser
         budget = self.limits.frames_per_turn
         try:
-            while not (self.closed or self._disconnecting):
+            while self.state.reads:
                 before = parser.consumed
                 frame = parser.next_frame()
                 if frame is None:
                     return
                 self._frame_size = parser.consumed - before
-                if self._rated and self.connected and not self._charge(self._frame_size):
+                if self._rate is not None and self.state is _CONNECTED and not self._charge(self._frame_size):
                     return
                 self._handle(frame)
                 budget -= 1
@@ -288,51 +252,26 @@ class Session:
     def _pause(self, reason: int) -> None:
         paused = self._paused
         self._paused = paused | reason
-        if not paused and not self.closed:
+        if not paused and self.state is not _CLOSED:
             self.out.pause_reading()
 
     def _unpause(self, reason: int) -> None:
         if not self._paused & reason:
             return
         self._paused &= ~reason
-        if self._paused or self.closed:
+        if self._paused or self.state is _CLOSED:
             return
         self._pump()  # what the transport had read already goes first
-        if not (self._paused or self.closed):
+        if not (self._paused or self.state is _CLOSED):
             self.out.resume_reading()
 
     def _charge(self, size: int) -> bool:
-        """Take one frame of ``size`` bytes from the rate-limit buckets; False if the session stops here.
-
-        Token buckets that may go into debt: a frame is never held back once
-        parsed; when a bucket is empty the session pauses until it has refilled
-        (policy ``throttle``), or is closed (policy ``close``).
-        """
-        limits = self.limits
-        now = self.scheduler.time()
-        elapsed = now - self._bucket_time
-        self._bucket_time = now
-        wait = 0.0
-        rate = limits.frames_per_s
-        if rate:
-            tokens = self._frame_tokens + elapsed * rate
-            if tokens > rate * limits.burst_s:
-                tokens = rate * limits.burst_s
-            tokens -= 1
-            self._frame_tokens = tokens
-            if tokens < 0:
-                wait = -tokens / rate
-        rate = limits.bytes_per_s
-        if rate:
-            tokens = self._byte_tokens + elapsed * rate
-            if tokens > rate * limits.burst_s:
-                tokens = rate * limits.burst_s
-            tokens -= size
-            self._byte_tokens = tokens
-            if tokens < 0 and -tokens / rate > wait:
-                wait = -tokens / rate
+        """Take one frame from the rate-limit buckets; False if the session stops here."""
+        assert self._rate is not None
+        wait = self._rate.charge(self.scheduler.time(), size)
         if wait <= 0:
             return True
+        limits = self.limits
         if limits.rate_policy == "close":
             self.fail(
                 f"rate limit exceeded: at most {limits.frames_per_s:g} frames and "
@@ -359,7 +298,7 @@ class Session:
 
     @property
     def flow_paused(self) -> bool:
-        return bool(self._paused & _FLOW) and not self.closed
+        return bool(self._paused & _FLOW) and self.state is not _CLOSED
 
     def resume_flow(self) -> None:
         """The broker says the bus has room again."""
@@ -368,19 +307,23 @@ class Session:
 
     def memory(self) -> int:
         """Bytes this session holds: unread input, open transactions, unsent output, unsent publishes."""
-        return self.parser.buffered + self._transaction_bytes + self.out.buffered() + max(self.inflight, 0)
+        held = self._transactions.bytes if self._transactions is not None else 0
+        return self.parser.buffered + held + self.out.buffered() + max(self.inflight, 0)
+
+    # ----------------------------------------------------------------- frames
 
     def _handle(self, frame: Frame) -> None:
         self._receipt_of = frame.headers.get("receipt")
         command = frame.command
-        if not self.connected:
-            if command in ("CONNECT", "STOMP"):
-                self._on_connect(frame)
-                return
-            raise StompSessionError(f"expected CONNECT, got {command}")
-        handler = self._HANDLERS.get(command)
-        if handler is None:  # CONNECT twice
+        state = self.state
+        if command not in state.reads:
+            if state is _CONNECTING:
+                raise StompSessionError(f"expected CONNECT, got {command}")
             raise StompSessionError(f"unexpected {command}: the session is already connected")
+        if state is _CONNECTING:
+            self._on_connect(frame)
+            return
+        handler = self._HANDLERS[command]
         tx = frame.headers.get("transaction")
         if tx is not None and command in ("SEND", "ACK", "NACK"):
             self._buffer_in_transaction(tx, frame)
@@ -389,8 +332,8 @@ class Session:
             return
         else:
             handler(self, frame)
-        if self._receipt_of is not None and not self.closed:
-            self._queue_receipt(_ReceiptSlot(self._receipt_of, True))
+        if self._receipt_of is not None and self.state is not _CLOSED:
+            self._queue_receipt(ReceiptSlot(self._receipt_of, True))
 
     # -------------------------------------------------------------- CONNECT
 
@@ -414,71 +357,44 @@ class Session:
         except AuthError as exc:
             self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
             return
-        send_ms, recv_ms = 0, 0
         settings = self.broker.settings
-        sx, sy = settings.heartbeat_send_ms, settings.heartbeat_receive_ms
-        if version != "1.0":
-            cx, cy = _parse_heartbeat(headers.get("heart-beat", "0,0"))
-            send_ms = 0 if sx == 0 or cy == 0 else max(sx, cy)
-            recv_ms = 0 if cx == 0 or sy == 0 else max(cx, sy)
+        send_ms, recv_ms = negotiate(version, headers.get("heart-beat", "0,0"), settings)
         self.version = version
         self.parser.version = version
         self.user = user
-        self.connected = True
+        self.state = State.CONNECTED
         # stompjs 2.x (STOMP 1.0/1.1, in browsers) splits what it receives at every
         # NUL, content-length or not: a NUL in a body would start a forged frame.
         # Browser transports below 1.2 get NULs replaced; 1.2 clients and TCP get bodies as sent.
         self._nul_safe = version != "1.2" and self.transport != "tcp"
         self._plain_tails = not (self.text_only or self._nul_safe)
-        self._cancel_timers()
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
         connected = {"version": version}
         if version != "1.0":  # heart-beats arrived with 1.1
-            connected["heart-beat"] = f"{sx},{sy}"
+            connected["heart-beat"] = f"{settings.heartbeat_send_ms},{settings.heartbeat_receive_ms}"
         connected["session"] = self.id
         connected["server"] = self.broker.server_name
         if user is not None:
             connected["user-name"] = user
         self._write(serialize(Frame("CONNECTED", connected), version), False)
         self.broker.register(self)
-        if send_ms:
-            half = send_ms / 2000
-            self._send_timer = self.scheduler.call_later(half, lambda: self._send_tick(half))
+        if send_ms or recv_ms:
+            self._beats = Heartbeats(self, self.scheduler)
         if isinstance(self.out, HeartbeatAware):
             self.out.heartbeats(send_ms, recv_ms)
-        if recv_ms:
-            wait = recv_ms * settings.heartbeat_read_margin / 1000
-            self._last_read = self.scheduler.time()
-            self._recv_timer = self.scheduler.call_later(wait, lambda: self._recv_tick(wait))
+        if self._beats is not None:
+            self._beats.start(send_ms, recv_ms, settings.heartbeat_read_margin)
         log.debug("session %s connected: user=%s version=%s", self.id, user, version)
 
     def _connect_timeout(self) -> None:
-        if not self.connected and not self.closed:
+        if self.state is _CONNECTING:
             self.fail(
                 f"no CONNECT frame within {self.broker.settings.connect_timeout_s:g} s", code=CLOSE_POLICY
             )
 
-    def _send_tick(self, half_s: float) -> None:
-        """Every half interval: an EOL unless something was written in the last half."""
-        if self.closed:
-            return
-        if not self._wrote_since_tick:
-            self.out.send(b"\n", False)
-        self._wrote_since_tick = False
-        self._send_timer = self.scheduler.call_later(half_s, lambda: self._send_tick(half_s))
-
-    def _recv_tick(self, wait_s: float) -> None:
-        """Close a client that sent nothing, not even a heart-beat, for ``wait_s``."""
-        if self.closed:
-            return
-        if self._paused:
-            self._last_read = self.scheduler.time()  # not reading it is not the client's silence
-        silent = self.scheduler.time() - self._last_read
-        if silent >= wait_s:
-            self.fail(f"no data or heart-beat from the client for {wait_s:g} s", code=CLOSE_POLICY)
-            return
-        self._recv_timer = self.scheduler.call_later(wait_s - silent, lambda: self._recv_tick(wait_s))
-
-    # ----------------------------------------------------------------- frames
+    # ------------------------------------------------------ SEND, SUBSCRIBE
 
     def _destination(self, frame: Frame) -> str:
         """The frame's destination, refused when it is too long or holds control characters."""
@@ -491,6 +407,7 @@ class Session:
         return destination
 
     def _send_target(self, frame: Frame) -> Target:
+        """Where a SEND goes; refused (ERROR) when the session may not send there."""
         try:
             target = self.broker.rules.send_target(self._destination(frame))
         except DestinationError as exc:
@@ -520,13 +437,35 @@ class Session:
         if receipt is None and not self._committing:
             self.broker.publish(message, None, self)
         else:
-            slot = _ReceiptSlot(receipt, False)
+            slot = ReceiptSlot(receipt, False)
             self._wait_receipt(slot)
             self.broker.publish(message, lambda error: self._confirmed(slot, error), self)
         # Flow control needs at least an eighth of the share held (Broker.flow_blocked).
-        if self.inflight > self._flow_floor and not self.closed and self.broker.flow_blocked(self):
+        if self.inflight > self._flow_floor and self.state is not _CLOSED and self.broker.flow_blocked(self):
             self._pause(_FLOW)
             self.broker.wait_for_room(self)
+
+    def _subscribe_target(self, frame: Frame, destination: str) -> tuple[str, str | None]:
+        """What a SUBSCRIBE listens to (a destination, and the user for ``/user/...``);
+        refused (ERROR) when the session may not subscribe there."""
+        try:
+            target = self.broker.rules.subscribe_target(destination)
+        except DestinationError as exc:
+            raise StompSessionError(str(exc)) from None
+        if target.user is not None:
+            if self.user is None:
+                raise StompSessionError(f"cannot subscribe to {destination!r}: the session has no user")
+            if has_wildcard(target.destination):
+                raise StompSessionError(
+                    f"cannot subscribe to {destination!r}: user destinations take no wildcards"
+                )
+            return target.destination, self.user
+        if has_wildcard(target.destination):
+            problem = pattern_problem(target.destination, self.broker.settings.path_separator)
+            problem = problem or self.broker.pattern_refusal(self, target.destination)
+            if problem is not None:
+                raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}")
+        return target.destination, None
 
     def _on_subscribe(self, frame: Frame) -> None:
         destination = self._destination(frame)
@@ -542,38 +481,27 @@ class Session:
         ack = frame.headers.get("ack", "auto")
         if ack not in ACK_MODES:
             raise StompSessionError(f"invalid ack mode {ack!r}: use auto, client or client-individual")
-        try:
-            target = self.broker.rules.subscribe_target(destination)
-        except DestinationError as exc:
-            raise StompSessionError(str(exc)) from None
-        user = None
-        if target.user is not None:
-            if self.user is None:
-                raise StompSessionError(f"cannot subscribe to {destination!r}: the session has no user")
-            if has_wildcard(target.destination):
-                raise StompSessionError(
-                    f"cannot subscribe to {destination!r}: user destinations take no wildcards"
-                )
-            user = self.user
-        elif has_wildcard(target.destination):
-            problem = pattern_problem(target.destination, self.broker.settings.path_separator)
-            problem = problem or self.broker.pattern_refusal(self, target.destination)
-            if problem is not None:
-                raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}")
+        listened, user = self._subscribe_target(frame, destination)
         head = b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
-        sub = Subscription(self, sub_id, target.destination, ack, user, head)
+        sub = Subscription(self, sub_id, listened, ack, user, head)
         self.subscriptions[sub_id] = sub
+        if ack != "auto" and self._acks is None:
+            self._acks = Acks()
         if user is not None and self._receipt_of is not None:
             # The RECEIPT says the subscription is live across the cluster: it waits
             # for the bus to subscribe and comes before the stored messages it fetched.
-            slot = _ReceiptSlot(self._receipt_of, False)
-            self._wait_receipt(slot)
-            sub.on_live = lambda: self._confirmed(slot, None)
+            sub.receipt = ReceiptSlot(self._receipt_of, False)
+            self._wait_receipt(sub.receipt)
             self._receipt_of = None
-        self.broker.subscribe(sub)
-        if sub.on_live is not None and sub.replay is None:  # live at once: nothing to wait for
-            on_live, sub.on_live = sub.on_live, None
-            on_live()
+        if self.broker.subscribe(sub):
+            self.went_live(sub)
+
+    def went_live(self, sub: Subscription) -> None:
+        """``sub`` gets every message from now on; stored ones it waited for come next."""
+        slot = sub.receipt
+        if slot is not None:
+            sub.receipt = None
+            self._confirmed(slot, None)
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         sub_id = frame.headers.get("id")
@@ -584,35 +512,18 @@ class Session:
         sub = self.subscriptions.pop(sub_id, None)
         if sub is None:
             return  # unsubscribing twice is harmless
-        self._drop_subscription(sub)
-
-    def _drop_subscription(self, sub: Subscription) -> None:
         self.broker.unsubscribe(sub)
-        for mid in sub.pending:
-            self._unacked.pop(mid, None)
-        sub.pending.clear()
+        if self._acks is not None:
+            self._acks.forget(sub)
+
+    # ------------------------------------------------- ACK, NACK, transactions
 
     def _on_ack(self, frame: Frame, nack: bool = False) -> None:
-        if self.version == "1.2":
-            mid = _required(frame, "id")
-        else:
-            mid = _required(frame, "message-id")
-        sub = self._unacked.get(mid)
-        if sub is None:
+        mid = required(frame, "id" if self.version == "1.2" else "message-id")
+        if self._acks is None or not self._acks.settle(mid):
             self._check_issued(mid, frame.command)
             return  # already covered by an earlier cumulative ACK or NACK
-        if sub.ack == "client":
-            # cumulative: everything up to this message in that subscription
-            for pending in list(sub.pending):
-                del sub.pending[pending]
-                del self._unacked[pending]
-                if pending == mid:
-                    break
-        else:
-            del sub.pending[mid]
-            del self._unacked[mid]
-        self.broker.stats.acked += 0 if nack else 1
-        self.broker.stats.nacked += 1 if nack else 0
+        self.broker.acked(nack)
 
     def _on_nack(self, frame: Frame) -> None:
         if self.version == "1.0":
@@ -620,28 +531,23 @@ class Session:
         self._on_ack(frame, nack=True)
 
     def _check_issued(self, mid: str, command: str) -> None:
-        """ERROR for an id this session never sent (settled ones are fine)."""
-        prefix = self._mid_prefix.decode()
-        number = mid[len(prefix) :] if mid.startswith(prefix) else ""
-        issued = number.isascii() and number.isdigit() and not number.startswith("0")
-        if not issued or int(number) >= self._next_mid:
-            raise StompSessionError(f"{command} for unknown message {mid!r}")
+        check_issued(mid, self._mid_prefix.decode(), self._next_mid, command)
+
+    def _txs(self) -> Transactions:
+        if self._transactions is None:
+            self._transactions = Transactions(self.limits)
+        return self._transactions
 
     def _on_begin(self, frame: Frame) -> None:
-        tx = _required(frame, "transaction")
-        if tx in self._transactions:
-            raise StompSessionError(f"transaction {tx!r} is already open")
-        if len(self._transactions) >= self.limits.max_transactions:
-            raise StompSessionError(f"more than {self.limits.max_transactions} open transactions")
-        self._transactions[tx] = []
+        self._txs().begin(frame)
 
     def _on_commit(self, frame: Frame) -> None:
         # Buffered frames were validated on arrival, so COMMIT applies all of them
         # unless applying one closes the session (e.g. max_unacked).
         self._committing = True  # the COMMIT's RECEIPT waits for its SENDs
         try:
-            for buffered, size in self._pop_transaction(frame):
-                if self.closed:
+            for buffered, size in self._txs().end(frame):
+                if self.state is _CLOSED:
                     return
                 self._frame_size = size
                 self._HANDLERS[buffered.command](self, buffered)
@@ -649,29 +555,12 @@ class Session:
             self._committing = False
 
     def _on_abort(self, frame: Frame) -> None:
-        self._pop_transaction(frame)
-
-    def _pop_transaction(self, frame: Frame) -> list[tuple[Frame, int]]:
-        tx = _required(frame, "transaction")
-        frames = self._transactions.pop(tx, None)
-        if frames is None:
-            raise StompSessionError(f"{frame.command} of unknown transaction {tx!r}")
-        self._transaction_bytes -= sum(size for _frame, size in frames)
-        return frames
+        self._txs().end(frame)
 
     def _buffer_in_transaction(self, tx: str, frame: Frame) -> None:
-        frames = self._transactions.get(tx)
-        if frames is None:
-            raise StompSessionError(f"{frame.command} in unknown transaction {tx!r}")
-        if len(frames) >= self.limits.max_transaction_frames:
-            raise StompSessionError(
-                f"more than {self.limits.max_transaction_frames} frames in transaction {tx!r}"
-            )
+        txs = self._txs()
         size = self._frame_size
-        if self._transaction_bytes + size > self.limits.max_transaction_bytes:
-            raise StompSessionError(
-                f"open transactions would hold more than {self.limits.max_transaction_bytes} bytes"
-            )
+        txs.check_room(tx, frame, size)
         # Validate now, so a bad frame fails on arrival and COMMIT is all-or-nothing.
         if frame.command == "SEND":
             self._send_target(frame)
@@ -682,16 +571,15 @@ class Session:
         else:
             if frame.command == "NACK" and self.version == "1.0":
                 raise StompSessionError("NACK is not part of STOMP 1.0")
-            mid = _required(frame, "id" if self.version == "1.2" else "message-id")
-            if mid not in self._unacked:
+            mid = required(frame, "id" if self.version == "1.2" else "message-id")
+            if self._acks is None or mid not in self._acks.unacked:
                 self._check_issued(mid, frame.command)
-        frames.append((frame, size))
-        self._transaction_bytes += size
+        txs.hold(tx, frame, size)
 
     def _on_disconnect(self, frame: Frame) -> None:
         # After every earlier RECEIPT; nothing after DISCONNECT is read.
-        self._disconnecting = True
-        self._queue_receipt(_ReceiptSlot(frame.headers.get("receipt"), True, disconnect=True))
+        self.state = State.DISCONNECTING
+        self._queue_receipt(ReceiptSlot(frame.headers.get("receipt"), True, disconnect=True))
 
     _HANDLERS: dict[str, Callable[[Session, Frame], None]] = {
         "SEND": _on_send,
@@ -704,25 +592,26 @@ class Session:
         "ABORT": _on_abort,
         "DISCONNECT": _on_disconnect,
     }
+    assert set(_HANDLERS) == State.CONNECTED.reads
 
     # ---------------------------------------------------------------- output
 
     def _write(self, data: bytes, binary: bool) -> None:
-        self._wrote_since_tick = True
+        self.wrote = True
         self.out.send(data, binary)
 
-    def _queue_receipt(self, slot: _ReceiptSlot) -> None:
+    def _queue_receipt(self, slot: ReceiptSlot) -> None:
         self._wait_receipt(slot)
         self._flush_receipts()
 
-    def _wait_receipt(self, slot: _ReceiptSlot) -> None:
+    def _wait_receipt(self, slot: ReceiptSlot) -> None:
         if self._receipts is None:
-            self._receipts = deque()
-        self._receipts.append(slot)
+            self._receipts = Receipts()
+        self._receipts.wait(slot)
 
-    def _confirmed(self, slot: _ReceiptSlot, error: str | None) -> None:
-        """The bus has (or could not take) a published message."""
-        if self.closed:
+    def _confirmed(self, slot: ReceiptSlot, error: str | None) -> None:
+        """The bus has (or could not take) a published message, or a subscription is live."""
+        if self.state is _CLOSED:
             return
         if error is not None:
             self.fail(f"message not accepted: {error}", receipt=slot.receipt, code=CLOSE_INTERNAL)
@@ -732,23 +621,21 @@ class Session:
 
     def _flush_receipts(self) -> None:
         receipts = self._receipts
-        if receipts is None:
+        if receipts is None or self.state is _CLOSED:
             return
-        while receipts and receipts[0].ready and not self.closed:
-            slot = receipts.popleft()
+        for slot in receipts.ready():
             if slot.receipt is not None:
                 self._write(serialize(Frame("RECEIPT", {"receipt-id": slot.receipt}), self.version), False)
             if slot.disconnect:
                 self.close(CLOSE_NORMAL, "disconnect")
+            if self.state is _CLOSED:
+                break
         if not receipts and self._receipts is receipts:
             self._receipts = None
 
     def deliver(self, sub: Subscription, message: Message) -> None:
         """Write ``message`` as a MESSAGE frame for ``sub``; the broker's hot path."""
-        if self.closed:
-            return
-        if sub.replay is not None:  # stored messages go first
-            sub.replay.append(message)
+        if self.state is _CLOSED:
             return
         n = self._next_mid
         self._next_mid = n + 1
@@ -761,18 +648,20 @@ class Session:
         if sub.ack == "auto":
             data = b"".join((sub.head, mid, b"\n", tail))
         else:
-            if len(self._unacked) >= self.limits.max_unacked:
+            acks = self._acks
+            assert acks is not None  # made with the subscription
+            if len(acks.unacked) >= self.limits.max_unacked:
                 self.fail(f"more than {self.limits.max_unacked} unacknowledged messages")
                 return
-            key = mid.decode()
-            sub.pending[key] = None
-            self._unacked[key] = sub
+            acks.track(sub, mid.decode())
             if self.version == "1.2":
                 data = b"".join((sub.head, mid, b"\nack:", mid, b"\n", tail))
             else:
                 data = b"".join((sub.head, mid, b"\n", tail))
-        self._wrote_since_tick = True
+        self.wrote = True
         self.out.send(data, binary)
+
+    # ------------------------------------------------------------------ close
 
     def fail(
         self,
@@ -788,7 +677,7 @@ class Session:
         Before CONNECTED the client cannot know the version, so the ERROR is
         written unescaped (as CONNECT/CONNECTED are).
         """
-        if self.closed:
+        if self.state is _CLOSED:
             return
         error = {"message": message, "content-type": "text/plain"}
         if receipt is not None:
@@ -807,15 +696,16 @@ class Session:
                 message,
                 key=self.remote,
             )
-        self.broker.stats.errors += 1
-        self._write(serialize(Frame("ERROR", error, body), self.version if self.connected else None), False)
+        self.broker.session_failed(self, message)
+        # Before CONNECTED the version is None: the ERROR goes unescaped.
+        self._write(serialize(Frame("ERROR", error, body), self.version), False)
         self.close(code, message)
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """End the session: drop its state from the broker, then close the transport."""
-        if self.closed:
+        if self.state is _CLOSED:
             return
-        self.closed = True
+        self.state = State.CLOSED
         self._cleanup()
         self.out.close(code, reason)
 
@@ -830,53 +720,22 @@ class Session:
 
     def connection_lost(self) -> None:
         """The transport is gone (peer closed, network error)."""
-        if not self.closed:
-            self.closed = True
+        if self.state is not _CLOSED:
+            self.state = State.CLOSED
             self._cleanup()
 
     def _cleanup(self) -> None:
-        self._cancel_timers()
-        self._transactions.clear()  # open transactions abort
-        self._transaction_bytes = 0
+        for timer in (self._connect_timer, self._rate_timer):
+            if timer is not None:
+                timer.cancel()
+        self._connect_timer = self._rate_timer = None
+        if self._beats is not None:
+            self._beats.cancel()
+        if self._transactions is not None:
+            self._transactions.clear()  # open transactions abort
         for sub in self.subscriptions.values():
             self.broker.unsubscribe(sub)
         self.subscriptions.clear()
-        self._unacked.clear()
+        if self._acks is not None:
+            self._acks.unacked.clear()
         self.broker.detach(self)
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._connect_timer, self._send_timer, self._recv_timer, self._rate_timer):
-            if timer is not None:
-                timer.cancel()
-        self._connect_timer = self._send_timer = self._recv_timer = self._rate_timer = None
-
-
-class _ReceiptSlot:
-    __slots__ = ("receipt", "ready", "disconnect")
-
-    def __init__(self, receipt: str | None, ready: bool, disconnect: bool = False) -> None:
-        self.receipt = receipt
-        self.ready = ready
-        self.disconnect = disconnect
-
-
-def _required(frame: Frame, name: str) -> str:
-    value = frame.headers.get(name)
-    if value is None:
-        raise StompSessionError(f"{frame.command} frame has no {name} header")
-    return value
-
-
-def _parse_heartbeat(value: str) -> tuple[int, int]:
-    parts = value.split(",")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        cx, cy = int(parts[0]), int(parts[1])
-        if cx < 0 or cy < 0:
-            raise ValueError
-    except ValueError:
-        raise StompSessionError(
-            f"invalid heart-beat header {value!r}: expected two non-negative integers"
-        ) from None
-    return cx, cy

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .destinations import GLOBSTAR, SegmentGlob, has_wildcard
 
 if TYPE_CHECKING:
     from .message import Message
+    from .receipts import ReceiptSlot
     from .session import Session
 
 ACK_MODES = ("auto", "client", "client-individual")
@@ -21,7 +22,7 @@ class Subscription:
     only appends the message id and the message's shared tail.
     """
 
-    __slots__ = ("session", "id", "destination", "ack", "user", "head", "pending", "replay", "on_live")
+    __slots__ = ("session", "id", "destination", "ack", "user", "head", "pending", "replay", "receipt")
 
     def __init__(
         self, session: Session, sub_id: str, destination: str, ack: str, user: str | None, head: bytes
@@ -36,8 +37,8 @@ class Subscription:
         self.pending: dict[str, None] = {}
         # While stored messages are fetched, live ones wait here (see Broker._replay).
         self.replay: list[Message] | None = None
-        # Called once the subscription is live cluster-wide (its SUBSCRIBE RECEIPT).
-        self.on_live: Callable[[], None] | None = None
+        # The SUBSCRIBE's RECEIPT, written once the subscription is live cluster-wide.
+        self.receipt: ReceiptSlot | None = None
 
 
 class _Node:
