@@ -22,7 +22,7 @@ from stompgate.broker import SessionLimits
 from stompgate.broker.message import Message
 from stompgate.stomp import Frame, serialize
 
-from .test_session import CLOSE_POLICY, Env, make_env
+from .harness import CLOSE_POLICY, Env, make_env
 
 UNLIMITED = dict(frames_per_s=0.0, bytes_per_s=0.0)
 
