@@ -1,7 +1,7 @@
 """What one session may hold and do, without a network: issue 11's limits in the sans-I/O core.
 
-Same harness as test_session.py (recording transport, manual clock). Each
-test states the attack, then what the session does about it:
+Same harness as the other modules here (harness.py: recording transport,
+manual clock). Each test states the attack, then what the session does about it:
 
 1. bounded work per loop turn (packed frames)
 2. rate limits (throttle and close)
@@ -20,16 +20,12 @@ import pytest
 
 from stompgate.broker import SessionLimits
 from stompgate.broker.message import Message
+from stompgate.broker.session import CLOSE_POLICY
 from stompgate.stomp import Frame, serialize
 
-from .harness import CLOSE_POLICY, Env, make_env
+from .harness import Env, make_env
 
 UNLIMITED = dict(frames_per_s=0.0, bytes_per_s=0.0)
-
-
-@pytest.fixture(name="env")
-def env_fixture() -> Env:
-    return make_env()
 
 
 def packed_sends(count: int, destination: str = "/topic/a", body: bytes = b"x") -> bytes:
