@@ -15,6 +15,7 @@ import sys
 import time
 
 from stompgate.broker import Broker, BrokerSettings, DevAuthenticator, Session, SessionLimits
+from stompgate.broker.settings import RateLimit
 from stompgate.stomp import Frame, FrameParser, serialize
 
 
@@ -94,7 +95,8 @@ def main() -> None:
     t_parse = best(parse)
 
     # No rate limit: this measures what a message costs, not what a session may send.
-    broker = Broker(BrokerSettings(limits=SessionLimits(frames_per_s=0, bytes_per_s=0)), DevAuthenticator())
+    unlimited = SessionLimits(rate_limit=RateLimit(frames_per_s=0, bytes_per_s=0))
+    broker = Broker(BrokerSettings(limits=unlimited), DevAuthenticator())
     alice, _ = connect(broker, "alice")
     bob, bob_out = connect(broker, "bob")
     bob.receive_data(serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/user/queue/chat"})))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -18,7 +19,6 @@ from .broker import (
     BrokerSettings,
     DevAuthenticator,
     JwtAuthenticator,
-    SessionLimits,
     StaticAuthenticator,
 )
 from .broker.auth import Authenticator
@@ -30,6 +30,7 @@ from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
 from .sockjs import SockJSEndpoint, SockJSOptions
+from .sockjs.settings import SockJSSettings
 from .transport.httpsite import GatedSite, handler_kwargs
 from .transport.limits import ConnectionGate, derived_max_connections, open_file_limit, parse_networks
 from .transport.sockjs import sockjs_message_limit, stomp_sockjs_endpoint
@@ -61,32 +62,9 @@ def make_authenticator(config: Config) -> Authenticator:
 
 
 def make_broker(config: Config) -> Broker:
-    s = config.stomp
+    # The config's sections are the broker's settings classes (broker/settings.py).
     settings = BrokerSettings(
-        broker_prefixes=list(config.destinations.broker_prefixes),
-        user_prefix=config.destinations.user_prefix,
-        path_separator=config.destinations.path_separator,
-        heartbeat_send_ms=s.heartbeat.send_ms,
-        heartbeat_receive_ms=s.heartbeat.receive_ms,
-        heartbeat_read_margin=s.heartbeat.read_margin,
-        connect_timeout_s=s.connect_timeout_s,
-        limits=SessionLimits(
-            max_frame_size=s.max_frame_size,
-            max_headers=s.max_headers,
-            max_header_length=s.max_header_length,
-            max_destination_length=s.max_destination_length,
-            max_subscriptions=s.max_subscriptions,
-            max_user_patterns=s.max_user_patterns,
-            max_unacked=s.max_unacked,
-            max_transactions=s.max_transactions,
-            max_transaction_frames=s.max_transaction_frames,
-            max_transaction_bytes=s.max_transaction_bytes,
-            max_inflight_bytes=s.max_inflight_bytes,
-            frames_per_s=s.rate_limit.frames_per_s,
-            bytes_per_s=s.rate_limit.bytes_per_s,
-            burst_s=s.rate_limit.burst_s,
-            rate_policy=s.rate_limit.policy,
-        ),
+        destinations=config.destinations, heartbeat=config.stomp.heartbeat, limits=config.stomp
     )
     return Broker(settings, make_authenticator(config), server_name=f"stompgate/{__version__}")
 
@@ -136,14 +114,9 @@ class Node:
         for path in cfg.server.websocket_paths:
             app.router.add_get(path, handler)
         for sj in cfg.server.sockjs:
+            settings = {f.name: getattr(sj, f.name) for f in dataclasses.fields(SockJSSettings)}
             options = SockJSOptions(
-                websocket=sj.websocket,
-                cookie_needed=sj.cookie_needed,
-                heartbeat_s=sj.heartbeat_s,
-                disconnect_delay_s=sj.disconnect_delay_s,
-                streaming_limit=sj.streaming_limit,
-                client_url=sj.client_url,
-                allowed_origins=list(sj.allowed_origins),
+                **settings,
                 max_message_size=sockjs_message_limit(cfg.stomp.max_frame_size),
                 body_timeout_s=cfg.server.connections.body_timeout_s,
             )

@@ -26,8 +26,10 @@ from typing import Any, Literal
 import yaml
 
 from .broker.names import user_name_problem
+from .broker.settings import DestinationSettings, HeartbeatSettings, RateLimit, SessionLimits
 from .bus.address import Address
 from .bus.base import OfflineLimits
+from .sockjs.settings import SockJSSettings
 
 ENV_PREFIX = "STOMPGATE_"
 
@@ -53,23 +55,11 @@ class TcpConfig:
 
 
 @dataclass
-class SockJSConfig:
-    """A STOMP-over-SockJS endpoint, like Spring's ``addEndpoint(path).withSockJS()``."""
+class SockJSConfig(SockJSSettings):
+    """A STOMP-over-SockJS endpoint, like Spring's ``addEndpoint(path).withSockJS()``;
+    its settings and their defaults are the SockJS layer's own (sockjs/endpoint.py)."""
 
     path: str = ""
-    websocket: bool = True
-    # Set a JSESSIONID cookie, for load balancers whose stickiness needs one.
-    cookie_needed: bool = False
-    # SockJS 'h' frames; off for a session once STOMP heart-beats are negotiated.
-    heartbeat_s: float = 25.0
-    # A session without a receiving request for this long is closed.
-    disconnect_delay_s: float = 5.0
-    # Bytes after which a streaming response ends and the client opens a new one.
-    streaming_limit: int = 128 * 1024
-    # sockjs-client for the iframe page of cross-domain transports.
-    client_url: str = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
-    # Page origins allowed to connect ("*": any), e.g. https://app.example.com
-    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
 
     def validate(self, path: str, problems: list[str]) -> None:
         if not self.path.startswith("/") or self.path == "/" or self.path.endswith("/"):
@@ -182,13 +172,13 @@ class ServerConfig:
             problems.append(f"{path}.memory_budget: must be >= 0 (0: none), got {self.memory_budget}")
 
 
-@dataclass
-class HeartbeatConfig:
-    send_ms: int = 10_000
-    receive_ms: int = 10_000
-    # A peer is dead after receive interval x read_margin without a byte from it.
-    read_margin: float = 1.5
+# The stomp and destinations sections are the broker's own settings classes
+# (broker/settings.py, where the defaults and their reasons are); here they only
+# gain validation.
 
+
+@dataclass
+class HeartbeatConfig(HeartbeatSettings):
     def validate(self, path: str, problems: list[str]) -> None:
         for name in ("send_ms", "receive_ms"):
             if getattr(self, name) < 0:
@@ -198,17 +188,7 @@ class HeartbeatConfig:
 
 
 @dataclass
-class RateLimitConfig:
-    """Per session: frames and bytes per second a client may send (0: no limit)."""
-
-    frames_per_s: float = 1000.0
-    bytes_per_s: float = 1024 * 1024.0
-    # The bucket holds this many seconds of the rate: bursts up to that pass at once.
-    burst_s: float = 2.0
-    # throttle: stop reading the session until it is back under the rate;
-    # close: ERROR and close it.
-    policy: Literal["throttle", "close"] = "throttle"
-
+class RateLimitConfig(RateLimit):
     def validate(self, path: str, problems: list[str]) -> None:
         for name in ("frames_per_s", "bytes_per_s"):
             if getattr(self, name) < 0:
@@ -217,26 +197,9 @@ class RateLimitConfig:
 
 
 @dataclass
-class StompConfig:
-    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+class StompConfig(SessionLimits):
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
-    connect_timeout_s: float = 10.0
-    max_frame_size: int = 1024 * 1024
-    max_headers: int = 64
-    max_header_length: int = 8192
-    # Bytes of a destination or subscription pattern (RabbitMQ's routing keys: 255).
-    max_destination_length: int = 1024
-    max_subscriptions: int = 1000
-    # Distinct wildcard patterns one user may hold on a node: each is work on every publish.
-    max_user_patterns: int = 100
-    max_unacked: int = 10_000
-    max_transactions: int = 16
-    max_transaction_frames: int = 1000
-    # Bytes of frames all open transactions of a session may hold together.
-    max_transaction_bytes: int = 4 * 1024 * 1024
-    # Bytes of a session's messages the bus has not taken yet; past it the session is
-    # not read until the bus catches up (flow control).
-    max_inflight_bytes: int = 1024 * 1024
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         for f in dataclasses.fields(self):
@@ -245,11 +208,7 @@ class StompConfig:
 
 
 @dataclass
-class DestinationsConfig:
-    broker_prefixes: list[str] = field(default_factory=lambda: ["/topic", "/queue"])
-    user_prefix: str = "/user/"
-    path_separator: str = "/"
-
+class DestinationsConfig(DestinationSettings):
     def validate(self, path: str, problems: list[str]) -> None:
         if not self.broker_prefixes:
             problems.append(f"{path}.broker_prefixes: at least one prefix is required")

@@ -110,10 +110,11 @@ class Broker:
         self.limits = settings.limits
         self.authenticator = authenticator
         self.server_name = server_name
-        self.rules = DestinationRules(settings.broker_prefixes, settings.user_prefix)
+        where = settings.destinations
+        self.rules = DestinationRules(where.broker_prefixes, where.user_prefix)
         self.open_sessions: dict[Session, None] = {}  # every live session, CONNECTed or not
         self.sessions: dict[str, Session] = {}  # CONNECTed sessions by id
-        self.topics = SubscriptionIndex(settings.path_separator)
+        self.topics = SubscriptionIndex(where.path_separator)
         self.users: dict[str, UserEntry] = {}
         self.stats = BrokerStats()
         self.bus = bus  # None: this node alone, nothing stored

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .errors import StompSessionError
 from .ports import CLOSE_POLICY, Scheduler, TimerHandle
-from .settings import BrokerSettings
+from .settings import HeartbeatSettings
 
 if TYPE_CHECKING:
     from .session import Session
@@ -34,12 +34,12 @@ def parse_heartbeat(value: str) -> tuple[int, int]:
     return cx, cy
 
 
-def negotiate(version: str, header: str, settings: BrokerSettings) -> tuple[int, int]:
+def negotiate(version: str, header: str, settings: HeartbeatSettings) -> tuple[int, int]:
     """(send_ms, receive_ms) for the session, per STOMP 1.2 section "Heart-beating"; 0 is none."""
     if version == "1.0":
         return 0, 0
     cx, cy = parse_heartbeat(header)
-    sx, sy = settings.heartbeat_send_ms, settings.heartbeat_receive_ms
+    sx, sy = settings.send_ms, settings.receive_ms
     send_ms = 0 if sx == 0 or cy == 0 else max(sx, cy)
     recv_ms = 0 if cx == 0 or sy == 0 else max(cx, sy)
     return send_ms, recv_ms

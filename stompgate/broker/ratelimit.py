@@ -6,7 +6,7 @@ pauses until it has refilled (policy ``throttle``), or is closed (``close``).
 
 from __future__ import annotations
 
-from .settings import SessionLimits
+from .settings import RateLimit
 
 
 class TokenBuckets:
@@ -14,7 +14,7 @@ class TokenBuckets:
 
     __slots__ = ("_limits", "_frames", "_bytes", "_time")
 
-    def __init__(self, limits: SessionLimits, now: float) -> None:
+    def __init__(self, limits: RateLimit, now: float) -> None:
         self._limits = limits
         self._frames = limits.frames_per_s * limits.burst_s
         self._bytes = limits.bytes_per_s * limits.burst_s

@@ -167,8 +167,9 @@ class Session:
         # Input: the reasons (bits) it is paused, and the rate-limit buckets.
         self._paused = 0
         self._rate_timer: TimerHandle | None = None
-        rated = limits.frames_per_s or limits.bytes_per_s
-        self._rate = TokenBuckets(limits, scheduler.time()) if rated else None
+        rate = limits.rate_limit
+        rated = rate.frames_per_s or rate.bytes_per_s
+        self._rate = TokenBuckets(rate, scheduler.time()) if rated else None
         # Bytes of this session's publishes the bus has not taken yet (see settle).
         self.inflight = 0
         self._flow_floor = limits.max_inflight_bytes // 8
@@ -181,7 +182,7 @@ class Session:
         self._committing = False
         self.wrote = True  # written to since the last heart-beat tick (heartbeats.py)
         self._connect_timer: TimerHandle | None = scheduler.call_later(
-            broker.settings.connect_timeout_s, self._connect_timeout
+            limits.connect_timeout_s, self._connect_timeout
         )
         broker.attach(self)
 
@@ -271,11 +272,11 @@ class Session:
         wait = self._rate.charge(self.scheduler.time(), size)
         if wait <= 0:
             return True
-        limits = self.limits
-        if limits.rate_policy == "close":
+        rate = self.limits.rate_limit
+        if rate.policy == "close":
             self.fail(
-                f"rate limit exceeded: at most {limits.frames_per_s:g} frames and "
-                f"{limits.bytes_per_s:g} bytes per second",
+                f"rate limit exceeded: at most {rate.frames_per_s:g} frames and "
+                f"{rate.bytes_per_s:g} bytes per second",
                 code=CLOSE_POLICY,
             )
             return False
@@ -357,8 +358,8 @@ class Session:
         except AuthError as exc:
             self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
             return
-        settings = self.broker.settings
-        send_ms, recv_ms = negotiate(version, headers.get("heart-beat", "0,0"), settings)
+        beats = self.broker.settings.heartbeat
+        send_ms, recv_ms = negotiate(version, headers.get("heart-beat", "0,0"), beats)
         self.version = version
         self.parser.version = version
         self.user = user
@@ -373,7 +374,7 @@ class Session:
             self._connect_timer = None
         connected = {"version": version}
         if version != "1.0":  # heart-beats arrived with 1.1
-            connected["heart-beat"] = f"{settings.heartbeat_send_ms},{settings.heartbeat_receive_ms}"
+            connected["heart-beat"] = f"{beats.send_ms},{beats.receive_ms}"
         connected["session"] = self.id
         connected["server"] = self.broker.server_name
         if user is not None:
@@ -385,13 +386,13 @@ class Session:
         if isinstance(self.out, HeartbeatAware):
             self.out.heartbeats(send_ms, recv_ms)
         if self._beats is not None:
-            self._beats.start(send_ms, recv_ms, settings.heartbeat_read_margin)
+            self._beats.start(send_ms, recv_ms, beats.read_margin)
         log.debug("session %s connected: user=%s version=%s", self.id, user, version)
 
     def _connect_timeout(self) -> None:
         if self.state is _CONNECTING:
             self.fail(
-                f"no CONNECT frame within {self.broker.settings.connect_timeout_s:g} s", code=CLOSE_POLICY
+                f"no CONNECT frame within {self.limits.connect_timeout_s:g} s", code=CLOSE_POLICY
             )
 
     # ------------------------------------------------------ SEND, SUBSCRIBE
@@ -461,7 +462,7 @@ class Session:
                 )
             return target.destination, self.user
         if has_wildcard(target.destination):
-            problem = pattern_problem(target.destination, self.broker.settings.path_separator)
+            problem = pattern_problem(target.destination, self.broker.settings.destinations.path_separator)
             problem = problem or self.broker.pattern_refusal(self, target.destination)
             if problem is not None:
                 raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}")

@@ -1,14 +1,16 @@
-"""Every setting of the broker core, with its default: the one place they are written.
+"""Every setting of the broker core with its default: the one place both are written.
 
-``config.py`` takes its defaults from here and adds validation and the YAML
-layout (``stomp.rate_limit.*``, ``stomp.heartbeat.*``); ``app.make_broker``
-copies a loaded config into these by field name. Why each default is what it
-is, is said next to it.
+The classes mirror the config file's sections (``destinations``, ``stomp``,
+``stomp.heartbeat``, ``stomp.rate_limit``): ``config.py`` subclasses each to add
+validation and nothing else, so a loaded config *is* the broker's settings and
+no layer copies them field by field. Why each default is what it is, is said
+next to it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..stomp.parser import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_LENGTH, DEFAULT_MAX_HEADERS
 
@@ -18,10 +20,44 @@ from ..stomp.parser import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_LENGTH, DE
 MESSAGE_OVERHEAD = 256
 
 
-@dataclass(slots=True)
-class SessionLimits:
-    """What one session may hold and do (``stomp.*`` in the config)."""
+@dataclass
+class DestinationSettings:
+    """Spring's ``enableSimpleBroker(prefixes)`` and ``setUserDestinationPrefix``."""
 
+    broker_prefixes: list[str] = field(default_factory=lambda: ["/topic", "/queue"])
+    user_prefix: str = "/user/"
+    # '/' as Spring's AntPathMatcher by default; '.' for RabbitMQ-style destinations.
+    path_separator: str = "/"
+
+
+@dataclass
+class HeartbeatSettings:
+    """What the server offers in CONNECTED's heart-beat header (0: none)."""
+
+    send_ms: int = 10_000
+    receive_ms: int = 10_000
+    # A peer is dead after the negotiated receive interval x read_margin without a byte from it.
+    read_margin: float = 1.5
+
+
+@dataclass
+class RateLimit:
+    """Per session: frames and bytes per second a client may send (0: no limit)."""
+
+    frames_per_s: float = 1000.0
+    bytes_per_s: float = 1024 * 1024.0
+    # The bucket holds this many seconds of the rate: bursts up to that pass at once.
+    burst_s: float = 2.0
+    # throttle: stop reading the session until it is back under the rate; close: ERROR and close it.
+    policy: Literal["throttle", "close"] = "throttle"
+
+
+@dataclass
+class SessionLimits:
+    """What one session may hold and do (the ``stomp`` section)."""
+
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    connect_timeout_s: float = 10.0
     # Parser limits (stomp/parser.py): a frame, its header count, one header line.
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
@@ -39,33 +75,12 @@ class SessionLimits:
     # Bytes of this session's messages the bus has not taken yet; past it the session
     # is not read until they are taken (flow control, as a TCP broker does).
     max_inflight_bytes: int = 1024 * 1024
-    # Rate limits (stomp.rate_limit): frames and bytes per second (0: none), a bucket
-    # of burst_s seconds of the rate (bursts up to that pass at once); throttle stops
-    # reading the session until it is back under the rate, close ends it.
-    frames_per_s: float = 1000.0
-    bytes_per_s: float = 1024 * 1024.0
-    burst_s: float = 2.0
-    rate_policy: str = "throttle"  # or "close"
-    # Frames handled per loop turn before other connections get a turn (not configurable).
+    # Frames handled per loop turn before other connections get a turn.
     frames_per_turn: int = 64
 
 
-# The limits that are keys of the config's ``stomp.rate_limit`` section, by their name there.
-RATE_LIMIT_KEYS = {"frames_per_s": "frames_per_s", "bytes_per_s": "bytes_per_s",
-                   "burst_s": "burst_s", "policy": "rate_policy"}  # fmt: skip
-
-
-@dataclass(slots=True)
+@dataclass
 class BrokerSettings:
-    """The broker's rules (``destinations.*``), heart-beats and timeouts (``stomp.*``)."""
-
-    broker_prefixes: list[str] = field(default_factory=lambda: ["/topic", "/queue"])
-    user_prefix: str = "/user/"
-    path_separator: str = "/"
-    # What the server offers in CONNECTED's heart-beat header (0: none).
-    heartbeat_send_ms: int = 10_000
-    heartbeat_receive_ms: int = 10_000
-    # A peer is dead after the negotiated receive interval x this margin without a byte.
-    heartbeat_read_margin: float = 1.5
-    connect_timeout_s: float = 10.0
+    destinations: DestinationSettings = field(default_factory=DestinationSettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     limits: SessionLimits = field(default_factory=SessionLimits)

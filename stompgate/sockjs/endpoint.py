@@ -25,7 +25,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import parse_qs
 
@@ -34,12 +34,12 @@ from aiohttp import HttpVersion11, WSMsgType, web
 from ..wsio import WAKE, ReadGate, close_reason, wake, write_message
 from .frames import PayloadError, decode_payload, json_string
 from .session import Connection, Handler, RequestInfo, Session, State
+from .settings import SockJSSettings
 
 log = logging.getLogger(__name__)
 
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
 ONE_YEAR = 365 * 24 * 3600
-DEFAULT_CLIENT_URL = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
 
 _ID = re.compile(r"[^/.]+")
 _IFRAME = re.compile(r"iframe[0-9a-z_.-]*\.html")
@@ -81,20 +81,9 @@ HandlerFactory = Callable[[Connection], Handler]
 
 
 @dataclass
-class SockJSOptions:
-    websocket: bool = True
-    # Set the JSESSIONID cookie, for load balancers whose stickiness needs it.
-    cookie_needed: bool = False
-    heartbeat_s: float = 25.0
-    # A session with no receiving request for this long is over.
-    disconnect_delay_s: float = 5.0
-    # Bytes after which a streaming response ends and the client opens a new one,
-    # so the browser can free what the old one buffered.
-    streaming_limit: int = 128 * 1024
-    # sockjs-client loaded by the iframe page of the iframe-based transports.
-    client_url: str = DEFAULT_CLIENT_URL
-    # Origins allowed to use the endpoint ("*": any), e.g. "https://app.example.com".
-    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
+class SockJSOptions(SockJSSettings):
+    """The settings, and what the node derives from the rest of its config."""
+
     max_message_size: int = 1024 * 1024
     # A send (xhr_send, jsonp_send) whose body takes longer gets 408 and its connection closes.
     body_timeout_s: float = 15.0

@@ -38,6 +38,7 @@ from stompgate.broker import (
     SessionLimits,
 )
 from stompgate.broker.session import CLOSE_PROTOCOL_ERROR
+from stompgate.broker.settings import DestinationSettings, HeartbeatSettings
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
 
 
@@ -320,10 +321,19 @@ class Env:
         assert len(broker.topics) == 0 and not broker.topics
 
 
-def make_env(authenticator: Any = None, limits: SessionLimits | None = None, **settings_kw: Any) -> Env:
-    settings_obj = BrokerSettings(**settings_kw)
+def make_env(
+    authenticator: Any = None,
+    limits: SessionLimits | None = None,
+    heartbeat: HeartbeatSettings | None = None,
+    destinations: DestinationSettings | None = None,
+) -> Env:
+    settings_obj = BrokerSettings()
     if limits is not None:
         settings_obj.limits = limits
+    if heartbeat is not None:
+        settings_obj.heartbeat = heartbeat
+    if destinations is not None:
+        settings_obj.destinations = destinations
     return Env(Broker(settings_obj, authenticator or DevAuthenticator()))
 
 

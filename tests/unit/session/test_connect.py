@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stompgate.broker.session import CLOSE_PROTOCOL_ERROR
+from stompgate.broker.settings import HeartbeatSettings
 from stompgate.stomp import Frame, serialize
 
 from .harness import Env, make_env, raw_header_lines
@@ -36,7 +37,7 @@ class TestConnected:
 
     def test_connected_reports_configured_server_name_and_heartbeat(self) -> None:
         """server and heart-beat come from the broker's settings, not constants."""
-        env = make_env(heartbeat_send_ms=3000, heartbeat_receive_ms=0)
+        env = make_env(heartbeat=HeartbeatSettings(send_ms=3000, receive_ms=0))
         env.broker.server_name = "gw/1"
         frame = env.client().connect("bob")
         assert frame.headers["heart-beat"] == "3000,0"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from stompgate.broker import SessionLimits
 from stompgate.broker.session import CLOSE_POLICY, CLOSE_PROTOCOL_ERROR
+from stompgate.broker.settings import HeartbeatSettings
 
 from .harness import Client, Env, make_env
 
@@ -30,7 +32,7 @@ class TestNegotiation:
         self, client_hb: str, server: tuple[int, int], send_s: float | None, recv_s: float | None
     ) -> None:
         """STOMP's rule: each direction is max(of the two), or 0 if either side says 0."""
-        env = make_env(heartbeat_send_ms=server[0], heartbeat_receive_ms=server[1])
+        env = make_env(heartbeat=HeartbeatSettings(send_ms=server[0], receive_ms=server[1]))
         client = env.connected(heart_beat=client_hb)
         connect_timer = env.clock.timers[0]
         assert connect_timer.cancelled
@@ -45,8 +47,8 @@ class TestNegotiation:
         assert env.clock.pending() == []
 
     def test_read_margin_setting(self) -> None:
-        """The receive timeout is the negotiated interval times heartbeat_read_margin."""
-        env = make_env(heartbeat_read_margin=2.0)
+        """The receive timeout is the negotiated interval times stomp.heartbeat.read_margin."""
+        env = make_env(heartbeat=HeartbeatSettings(read_margin=2.0))
         env.connected(heart_beat="20000,0")
         assert env.clock.pending_delays() == [40.0]
 
@@ -186,7 +188,7 @@ class TestConnectTimeout:
 
     def test_connect_timeout_is_configurable(self) -> None:
         """connect_timeout_s is the delay of the first timer."""
-        env = make_env(connect_timeout_s=2.5)
+        env = make_env(limits=SessionLimits(connect_timeout_s=2.5))
         env.client()
         assert env.clock.pending_delays() == [2.5]
 

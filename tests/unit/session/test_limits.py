@@ -21,11 +21,18 @@ import pytest
 from stompgate.broker import SessionLimits
 from stompgate.broker.message import Message
 from stompgate.broker.session import CLOSE_POLICY
+from stompgate.broker.settings import HeartbeatSettings, RateLimit
 from stompgate.stomp import Frame, serialize
 
 from .harness import Env, make_env
 
-UNLIMITED = dict(frames_per_s=0.0, bytes_per_s=0.0)
+
+def rated(**rate: Any) -> SessionLimits:
+    """Default limits but for the rate limit."""
+    return SessionLimits(rate_limit=RateLimit(**rate))
+
+
+UNLIMITED = dict(rate_limit=RateLimit(frames_per_s=0.0, bytes_per_s=0.0))
 
 
 def packed_sends(count: int, destination: str = "/topic/a", body: bytes = b"x") -> bytes:
@@ -65,7 +72,8 @@ class TestRateLimits:
 
     def test_throttle_pauses_reading_until_the_bucket_refills(self) -> None:
         """A burst past frames_per_s x burst_s: the session stops reading, then goes on; nothing is lost."""
-        env = make_env(limits=SessionLimits(frames_per_s=10, bytes_per_s=0, burst_s=1, frames_per_turn=1000))
+        rate = RateLimit(frames_per_s=10, bytes_per_s=0, burst_s=1)
+        env = make_env(limits=SessionLimits(rate_limit=rate, frames_per_turn=1000))
         bob = env.connected("bob")
         bob.subscribe("/topic/a")
         alice = env.connected("alice")
@@ -84,7 +92,8 @@ class TestRateLimits:
         """While the node does not read a throttled session, the client's heart-beats are not seen:
         not its fault."""
         env = make_env(
-            limits=SessionLimits(frames_per_s=1, bytes_per_s=0, burst_s=1), heartbeat_receive_ms=1000
+            limits=rated(frames_per_s=1, bytes_per_s=0, burst_s=1),
+            heartbeat=HeartbeatSettings(receive_ms=1000),
         )
         alice = env.client()
         alice.connect("alice", heart_beat="1000,0")
@@ -93,20 +102,20 @@ class TestRateLimits:
         assert not alice.session.closed
 
     def test_byte_rate_counts_frame_sizes(self) -> None:
-        env = make_env(limits=SessionLimits(frames_per_s=0, bytes_per_s=1000, burst_s=1))
+        env = make_env(limits=rated(frames_per_s=0, bytes_per_s=1000, burst_s=1))
         alice = env.connected("alice")
         alice.session.receive_data(packed_sends(3, body=b"x" * 600))
         assert not alice.out.reading  # 3 x ~630 bytes: over 1000 after the second
         assert alice.session.inflight == 0
 
     def test_close_policy_errors_instead(self) -> None:
-        env = make_env(limits=SessionLimits(frames_per_s=5, bytes_per_s=0, burst_s=1, rate_policy="close"))
+        env = make_env(limits=rated(frames_per_s=5, bytes_per_s=0, burst_s=1, policy="close"))
         alice = env.connected("alice")
         alice.session.receive_data(packed_sends(10))
         alice.expect_error(CLOSE_POLICY, contains="rate limit exceeded")
 
     def test_connect_is_not_charged(self) -> None:
-        env = make_env(limits=SessionLimits(frames_per_s=1, bytes_per_s=1, burst_s=1, rate_policy="close"))
+        env = make_env(limits=rated(frames_per_s=1, bytes_per_s=1, burst_s=1, policy="close"))
         alice = env.connected("alice")
         assert not alice.session.closed
 
