@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -41,7 +41,7 @@ from ..broker.message import Message
 from .address import Address
 from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode, reply_text
 from .keys import PUBLISH_USER, TAKE_STORED, Keys, publish_user_args
-from .outbox import Entry, Kind, Outbox
+from .outbox import Command, Outbox, PresenceResync, PresenceUpdate, TopicPublish, UserPublish
 from .resp import ReplyError, RespConnection, RespConnectionError, pack
 
 if TYPE_CHECKING:
@@ -253,10 +253,11 @@ class RedisBus:
         self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
     ) -> None:
         payload = encode(message, self.node_id)
+        entry: Command
         if message.user is None:
-            entry = Entry(Kind.TOPIC, (payload,), done, sender, message.size)
+            entry = TopicPublish(payload, done, sender, message.size)
         else:
-            entry = Entry(Kind.USER, (message.user, message.destination, payload), done, sender, message.size)
+            entry = UserPublish(message.user, message.destination, payload, done, sender, message.size)
         if not self._outbox.put(entry):
             self.stats.dropped += 1
             outbox = self._outbox
@@ -268,7 +269,7 @@ class RedisBus:
         self._wake.set()
 
     def user_sessions(self, user: str, count: int) -> None:
-        if self._outbox.put(Entry(Kind.SESSIONS, (user, count))):
+        if self._outbox.put(PresenceUpdate(user, count)):
             self._wake.set()
         else:
             self._resync = True  # the whole registry is written again once the outbox drains
@@ -436,10 +437,10 @@ class RedisBus:
                 self._commands_ok = True
                 self._recovered()
 
-    def _settle(self, entries: list[Entry], results: list[Any]) -> str | None:
+    def _settle(self, entries: list[Command], results: list[Any]) -> str | None:
         """Finish each sent entry; put the ones to send again back in front, in order,
         and return why (None when there are none)."""
-        again: list[Entry] = []
+        again: list[Command] = []
         why = None
         stats = self.stats
         for entry, result in zip(entries, results):
@@ -451,13 +452,13 @@ class RedisBus:
                 stats.refused += 1
                 self._outbox.refused(entry, result.error)
             else:
-                if entry.kind is Kind.USER:
+                if type(entry) is UserPublish:
                     stats.published += 1  # counted once sent: a retried batch counts once
                     if result <= 0:
                         stats.stored += 1
                         if result < 0:
                             self._store_dropped(entry, -result)
-                elif entry.kind is Kind.TOPIC:
+                elif type(entry) is TopicPublish:
                     stats.published += 1
                 entry.finish(None)
         if len(again) < len(entries):
@@ -466,12 +467,12 @@ class RedisBus:
             self._outbox.requeue(again)
         return why
 
-    def _store_dropped(self, entry: Entry, count: int) -> None:
+    def _store_dropped(self, entry: UserPublish, count: int) -> None:
         """Storing this message pushed out ``count`` older ones of that (user, destination)."""
         self.stats.store_dropped += count
-        self._outbox.note_dropped(entry.args[0], entry.args[1], count)
+        self._outbox.note_dropped(entry.user, entry.destination, count)
 
-    async def _send(self, batch: list[Entry]) -> list[Any]:
+    async def _send(self, batch: list[Command]) -> list[Any]:
         """Send the batch in one go; each entry's result: its last command's reply (for user
         messages: how many nodes got it live, 0 stored, -n stored with n older ones dropped),
         a :class:`_Refused` for what Redis refused (or what cannot be encoded), or an
@@ -522,15 +523,13 @@ class RedisBus:
             at += count
         return results
 
-    def _commands(self, entry: Entry) -> list[tuple[Any, ...]]:
+    def _commands(self, entry: Command) -> list[tuple[Any, ...]]:
         """The Redis commands of one outbox entry (its result is its last one's)."""
-        keys = self.keys
-        args = entry.args
-        kind = entry.kind
-        if kind is Kind.TOPIC:
-            return [("SPUBLISH", keys.topics, args[0])]
-        if kind is Kind.USER:
-            user, destination, payload = args
+        if type(entry) is TopicPublish:
+            return [("SPUBLISH", self.keys.topics, entry.payload)]
+        if type(entry) is UserPublish:
+            user, destination = entry.user, entry.destination
+            keys = self.keys
             bcast = "" if self.directed else keys.user_broadcast(user)
             return [
                 (  # EVALSHA: a cluster pipeline routes it by its keys
@@ -538,20 +537,21 @@ class RedisBus:
                     self._publish_user.sha,
                     3,
                     *keys.publish_keys(user, destination),
-                    payload,
+                    entry.payload,
                     *publish_user_args(self.limits, bcast, user, destination),
                 )
             ]
-        node_users = keys.node_users(self.node_id)
-        if kind is Kind.SESSIONS:
-            user, count = args
+        node_users = self.keys.node_users(self.node_id)
+        if type(entry) is PresenceUpdate:
+            user, count = entry.user, entry.count
             return [("HSET", node_users, user, count) if count else ("HDEL", node_users, user)]
-        # RESYNC: this node's users as the broker has them now
-        counts = self.broker.session_counts()
-        commands: list[tuple[Any, ...]] = [("DEL", node_users)]
-        if counts:
-            commands.append(("HSET", node_users, *(x for pair in counts for x in pair)))
-        return commands
+        if type(entry) is PresenceResync:  # this node's users as the broker has them now
+            counts = self.broker.session_counts()
+            commands: list[tuple[Any, ...]] = [("DEL", node_users)]
+            if counts:
+                commands.append(("HSET", node_users, *(x for pair in counts for x in pair)))
+            return commands
+        assert_never(entry)
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster), so pipelines can EVALSHA without a check."""
@@ -579,7 +579,7 @@ class RedisBus:
                     # this node's users again. Through the outbox, so that session
                     # changes queued before or after it apply in their order.
                     self._resync = False
-                    if self._outbox.put(Entry(Kind.RESYNC, ())):
+                    if self._outbox.put(PresenceResync()):
                         self._wake.set()
                     else:
                         self._resync = True  # next heartbeat
