@@ -1,6 +1,6 @@
 """The Redis bus's outbox: what this node has to tell Redis, in order, bounded.
 
-One writer drains it in pipelined batches (see :class:`~.redis_bus.RedisBus`).
+One writer drains it in pipelined batches (:class:`~.redis_outbox.OutboxWriter`).
 It is bounded in messages and in bytes; past 80 % of either it is *congested*:
 sessions that publish are not read until it is back under half (the broker's
 flow control), so a burst slows its senders instead of filling memory or
