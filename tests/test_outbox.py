@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from stompgate.bus.outbox import Entry, Kind, Outbox
+from stompgate.bus.outbox import Command, Outbox, TopicPublish
 
 
-def entries(n: int, size: int = 100) -> list[Entry]:
-    return [Entry(Kind.TOPIC, ("/topic/t", b"x"), size=size) for _ in range(n)]
+def entries(n: int, size: int = 100) -> list[Command]:
+    return [TopicPublish(b"x", size=size) for _ in range(n)]
 
 
 def test_a_batch_put_back_whole_is_not_draining() -> None:

@@ -1,6 +1,6 @@
 """The Redis bus's outbox: what this node has to tell Redis, in order, bounded.
 
-One writer drains it in pipelined batches (see :class:`~.redis_bus.RedisBus`).
+One writer drains it in pipelined batches (:class:`~.redis_outbox.OutboxWriter`).
 It is bounded in messages and in bytes; past 80 % of either it is *congested*:
 sessions that publish are not read until it is back under half (the broker's
 flow control), so a burst slows its senders instead of filling memory or
@@ -10,12 +10,11 @@ draining (its oldest entry has waited too long), for readiness.
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import final
 
 from ..broker.broker import Done, Sender
 from .base import StoreNotices
@@ -28,31 +27,15 @@ LOW_WATER = 0.5
 _LOG_INTERVAL_S = 60.0
 
 
-class Kind(enum.Enum):
-    TOPIC = "topic"  # a broker-destination message (args: payload)
-    USER = "user"  # a user message (args: user, destination, payload)
-    SESSIONS = "sessions"  # this node's session count of a user (args: user, count)
-    RESYNC = "resync"  # this node's whole user registry, as the broker has it now
-
-
 class Entry:
-    """One thing to send, with who is waiting for it."""
+    """One thing to tell Redis, with who is waiting for it. What it is, is its type:
+    one of the classes of :data:`Command`."""
 
-    __slots__ = ("kind", "args", "done", "sender", "size")
+    __slots__ = ("done", "sender", "size")
 
-    def __init__(
-        self,
-        kind: Kind,
-        args: tuple[Any, ...],
-        done: Done | None = None,
-        sender: Sender | None = None,
-        size: int = 0,
-    ) -> None:
-        self.kind = kind
-        self.args = args
-        self.done = done
-        self.sender = sender
-        self.size = size
+    done: Done | None
+    sender: Sender | None
+    size: int
 
     def finish(self, error: str | None) -> None:
         """The entry left the outbox: sent (None) or refused (a reason)."""
@@ -61,6 +44,90 @@ class Entry:
         if self.sender is not None:
             self.sender.settle(self.size)
 
+    def describe(self) -> str:
+        """What it is, for a log line."""
+        raise NotImplementedError
+
+
+@final
+class TopicPublish(Entry):
+    """A message to a broker destination: to every node."""
+
+    __slots__ = ("payload",)
+
+    def __init__(
+        self, payload: bytes, done: Done | None = None, sender: Sender | None = None, size: int = 0
+    ) -> None:
+        self.payload = payload
+        self.done = done
+        self.sender = sender
+        self.size = size
+
+    def describe(self) -> str:
+        return "a topic message"
+
+
+@final
+class UserPublish(Entry):
+    """A message to a user: live to the nodes subscribed to it, else stored for the user."""
+
+    __slots__ = ("user", "destination", "payload")
+
+    def __init__(
+        self,
+        user: str,
+        destination: str,
+        payload: bytes,
+        done: Done | None = None,
+        sender: Sender | None = None,
+        size: int = 0,
+    ) -> None:
+        self.user = user
+        self.destination = destination
+        self.payload = payload
+        self.done = done
+        self.sender = sender
+        self.size = size
+
+    def describe(self) -> str:
+        return f"a user message for {self.user!r}"
+
+
+@final
+class PresenceUpdate(Entry):
+    """This node's session count of a user, for the registry (0: the user left)."""
+
+    __slots__ = ("user", "count")
+
+    def __init__(self, user: str, count: int) -> None:
+        self.user = user
+        self.count = count
+        self.done = None
+        self.sender = None
+        self.size = 0
+
+    def describe(self) -> str:
+        return "a sessions message"
+
+
+@final
+class PresenceResync(Entry):
+    """This node's whole user registry, written again as the broker has it when sent."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.done = None
+        self.sender = None
+        self.size = 0
+
+    def describe(self) -> str:
+        return "a resync message"
+
+
+# What the outbox holds: a closed set, so mypy checks that the writer handles each.
+Command = TopicPublish | UserPublish | PresenceUpdate | PresenceResync
+
 
 class Outbox:
     def __init__(self, limit: int, max_bytes: int, stall_s: float, on_room: Callable[[], None]) -> None:
@@ -68,7 +135,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.stall_s = stall_s
         self._on_room = on_room
-        self._entries: deque[Entry] = deque()
+        self._entries: deque[Command] = deque()
         self.bytes = 0
         self.congested = False
         # Since when the outbox has held entries without sending any (for "not draining").
@@ -87,7 +154,7 @@ class Outbox:
     def full(self) -> bool:
         return len(self._entries) >= self.limit or self.bytes >= self.max_bytes
 
-    def put(self, entry: Entry) -> bool:
+    def put(self, entry: Command) -> bool:
         """Queue ``entry``; False (and nothing queued) when the outbox is full."""
         entries = self._entries
         if len(entries) >= self.limit or self.bytes >= self.max_bytes:
@@ -100,11 +167,11 @@ class Outbox:
             self.congested = True
         return True
 
-    def peek(self, count: int) -> list[Entry]:
+    def peek(self, count: int) -> list[Command]:
         entries = self._entries
         return [entries[i] for i in range(min(count, len(entries)))]
 
-    def pop(self, count: int) -> list[Entry]:
+    def pop(self, count: int) -> list[Command]:
         """Take the first ``count`` entries off (they were sent or refused)."""
         popleft = self._entries.popleft
         taken = [popleft() for _ in range(count)]
@@ -123,7 +190,7 @@ class Outbox:
         Not in ``pop``: a batch taken off and put back whole did not move."""
         self._waiting_since = time.monotonic()
 
-    def requeue(self, entries: list[Entry]) -> None:
+    def requeue(self, entries: list[Command]) -> None:
         """Put entries taken off back in front, in their order (to be sent again)."""
         self._entries.extendleft(reversed(entries))
         self.bytes += sum(entry.size for entry in entries)
@@ -147,9 +214,7 @@ class Outbox:
         last, since = self._refusals.get(kind, (0.0, 0))
         if now - last >= _LOG_INTERVAL_S:
             more = f" ({since} more of this kind since the last report)" if since else ""
-            what = f"a {entry.kind.value} message" + (
-                f" for {entry.args[0]!r}" if entry.kind is Kind.USER else ""
-            )
+            what = entry.describe()
             log.warning("redis refused %s: %s%s; the rest of the outbox goes on", what, error, more)
             self._refusals[kind] = (now, 0)
         else:
