@@ -47,8 +47,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nodes import free_port  # noqa: E402
-from tests.redisproc import start_redis  # noqa: E402
+from harness.nodes import free_port  # noqa: E402
+from harness.redisproc import start_redis  # noqa: E402
 
 LOADGEN = ROOT / "bench" / "loadgen" / "run.js"
 PEERS = ROOT / "bench" / "peers"

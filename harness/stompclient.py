@@ -1,4 +1,4 @@
-"""A small STOMP-over-WebSocket test client built on our codec and ``websockets``.
+"""A small STOMP-over-WebSocket client for tests and benchmarks, built on our codec and ``websockets``.
 
 Third-party clients (stomp.py, @stomp/stompjs, stompjs 2.3.3) cover real-world
 behaviour elsewhere; this one exists to send exactly the bytes a test wants,

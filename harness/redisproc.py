@@ -1,4 +1,4 @@
-"""Real redis-server processes for tests: a standalone server or a 3-master Cluster."""
+"""Real redis-server processes for the tests and benchmarks: a standalone server or a 3-master Cluster."""
 
 from __future__ import annotations
 

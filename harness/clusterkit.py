@@ -1,4 +1,4 @@
-"""Helpers for the cluster tests: deployments, the HTTP API, readiness."""
+"""Helpers for the cluster tests and benchmarks: deployments, the HTTP API, readiness."""
 
 from __future__ import annotations
 
