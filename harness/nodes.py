@@ -110,7 +110,8 @@ class NodeProcess:
 
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.http_url + "/health", timeout=2) as resp:
-            return json.loads(resp.read())
+            health: dict[str, Any] = json.loads(resp.read())
+            return health
 
     @property
     def id(self) -> str:

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import websockets
+from websockets.typing import Subprotocol
 
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
 
@@ -36,9 +37,8 @@ class WsStomp:
 
     @classmethod
     async def open(cls, url: str, subprotocols: list[str] | None = None, **kw: Any) -> WsStomp:
-        ws = await websockets.connect(
-            url, subprotocols=subprotocols or ["v12.stomp", "v11.stomp", "v10.stomp"], max_size=None, **kw
-        )
+        offered = [Subprotocol(p) for p in subprotocols or ["v12.stomp", "v11.stomp", "v10.stomp"]]
+        ws = await websockets.connect(url, subprotocols=offered, max_size=None, **kw)
         return cls(ws)
 
     @classmethod
