@@ -22,7 +22,7 @@ failed. A sweep goes past its planned rates until the limit is bracketed
 (bench/sweep.py): below the lowest rate when that fails (halving, down to a
 floor), above the highest when that passes (x1.25, up to the generator's
 ceiling). The table says for each figure which rate failed next, or that it is
-at the generator's ceiling (the limit is higher, unmeasured). --quick runs the
+at the generator's ceiling (the limit is there or higher, unmeasured). --quick runs the
 same rates with short steps, to check the machinery, not for the table in
 docs/benchmarks.md. idle holds N subscribed sessions and
 reads the server's resident memory; connect opens sessions as fast as they come.
@@ -502,8 +502,8 @@ p2p and fanout: the highest offered rate sustained. A sweep goes past its planne
 rates until the limit is bracketed: *bracketed* names the next rate, which failed,
 and why (the limit lies between the two); *at the generator's ceiling* means the
 sweep reached the highest rate the load generator is trusted to offer here
-({ceilings}) and passed: the target's limit is higher, unmeasured, and a ratio
-against that figure is a lower bound.
+({ceilings}) and passed: the target's limit is there or higher, unmeasured, and a
+ratio against that figure is a lower bound.
 """
         if swept
         else ""

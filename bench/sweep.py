@@ -134,5 +134,6 @@ def bound_note(result: dict[str, Any]) -> str:
         why = why if len(why) <= 60 else why[:57] + "..."
         return f"bracketed: {result['next_rate']:,}/s failed, {why}"
     if bound == CEILING:
-        return f"at the generator's ceiling, {result['ceiling']:,}/s: the limit is higher, unmeasured"
+        ceiling = result["ceiling"]
+        return f"at the generator's ceiling, {ceiling:,}/s: the limit is there or higher, unmeasured"
     return "not bracketed"
