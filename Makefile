@@ -11,7 +11,7 @@ test:
 	.venv/bin/mypy
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-lint:  # what make test checks before the tests: ruff on everything, mypy --strict on stompgate/
+lint:  # what make test checks before the tests: ruff on everything, mypy --strict on stompgate/ and harness/
 	@scripts/bootstrap.sh test
 	.venv/bin/ruff check .
 	.venv/bin/mypy

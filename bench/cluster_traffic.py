@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.clusterkit import api, wait_ready
+from harness.nodes import spawn_node
+from harness.redisproc import start_redis
+from harness.stompclient import WsStomp
 from stompgate.stomp import Frame
-from tests.clusterkit import api, wait_ready
-from tests.nodes import spawn_node
-from tests.redisproc import start_redis
-from tests.stompclient import WsStomp
 
 
 def redis_bytes(server) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nodes import free_port  # noqa: E402
+from harness.nodes import free_port  # noqa: E402
 
 BODY = "x" * 100
 TICK = os.sysconf("SC_CLK_TCK")

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from .clusterkit import FAST
-from .nodes import NodeProcess, spawn_node
-from .redisproc import RedisProcess, start_cluster, start_redis
+from harness.clusterkit import FAST
+from harness.nodes import NodeProcess, spawn_node
+from harness.redisproc import RedisProcess, start_cluster, start_redis
+from harness.stompclient import WsStomp
+
 from .sockjsecho import EchoServer, start_echo_server
-from .stompclient import WsStomp
 
 
 @pytest.fixture

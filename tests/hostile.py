@@ -19,10 +19,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from harness.nodes import NodeProcess
+from harness.stompclient import WsStomp
 from stompgate.stomp import Frame
-
-from .nodes import NodeProcess
-from .stompclient import WsStomp
 
 # A sample that takes this long counts as this long: the node was frozen.
 SAMPLE_TIMEOUT_S = 20.0

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .nodes import ROOT, free_port
+from harness.nodes import ROOT, free_port
 
 HOST = "127.0.0.1"
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .nodes import ROOT
+from harness.nodes import ROOT
 
 
 def test_bench_smoke_run_delivers_everything(tmp_path: Path) -> None:

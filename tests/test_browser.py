@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from harness.nodes import ROOT, free_port
+
 from .jsrun import JS_DIR, run_scenario
-from .nodes import ROOT, free_port
 
 pytestmark = pytest.mark.js
 

@@ -16,11 +16,10 @@ import time
 
 import pytest
 
+from harness.clusterkit import DEPLOYMENTS, api, nothing_more, started
+from harness.stompclient import WsStomp
 from stompgate.stomp import Frame
 from stompgate.template import MessagingTemplate
-
-from .clusterkit import DEPLOYMENTS, api, nothing_more, started
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -12,11 +12,10 @@ import time
 
 import pytest
 
+from harness.clusterkit import DEPLOYMENTS, FAST, api, nothing_more, ready, started, wait_ready
+from harness.redisproc import RedisProcess, start_cluster, start_redis
+from harness.stompclient import WsStomp
 from stompgate.stomp import Frame
-
-from .clusterkit import DEPLOYMENTS, FAST, api, nothing_more, ready, started, wait_ready
-from .redisproc import RedisProcess, start_cluster, start_redis
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 
@@ -183,7 +182,7 @@ async def test_pubsub_connections_killed_by_redis_are_restored(
 
 
 async def test_a_node_started_before_its_redis_says_so_and_catches_up(node_factory, tmp_path) -> None:
-    from .nodes import free_port
+    from harness.nodes import free_port
 
     server = RedisProcess(free_port(), tmp_path / "late-redis")
     config = {"bus": {"type": "redis", "routing": "directed", "redis": {"url": server.url}, **FAST}}

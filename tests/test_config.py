@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.nodes import ROOT, STOMPGATE, free_port
 from stompgate.config import ConfigError, load_config
-
-from .nodes import ROOT, STOMPGATE, free_port
 
 
 def write(tmp_path: Path, data: object) -> Path:

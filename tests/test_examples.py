@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from .nodes import API_KEY, ROOT, STOMPGATE
+from harness.nodes import API_KEY, ROOT, STOMPGATE
 
 
 def run(cmd: list[str], node, cwd=ROOT, **env: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +37,7 @@ def test_make_run_config_serves_the_chat_page(tmp_path) -> None:
     import time
     import urllib.request
 
-    from .nodes import free_port
+    from harness.nodes import free_port
 
     port = free_port()
     log = open(tmp_path / "node.log", "wb")

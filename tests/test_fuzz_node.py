@@ -12,9 +12,8 @@ import random
 import pytest
 import websockets
 
+from harness.stompclient import WsStomp
 from stompgate.stomp import SERVER_COMMANDS, Frame, FrameParser, serialize
-
-from .stompclient import WsStomp
 
 SEED_FRAMES = [
     serialize(Frame("CONNECT", {"accept-version": "1.0,1.1,1.2", "login": "fz", "heart-beat": "0,0"})),

@@ -22,14 +22,14 @@ import pytest
 import websockets
 from redis.cluster import ClusterNode, RedisCluster
 
+from harness.clusterkit import api, nothing_more, ready, started
+from harness.nodes import NodeProcess
+from harness.stompclient import WsStomp
 from stompgate.bus.keys import Keys
 from stompgate.stomp import Frame, serialize
 
-from .clusterkit import api, nothing_more, ready, started
 from .hostile import Probe, assert_unharmed, while_attacked
-from .nodes import NodeProcess
 from .sockjsclient import fetch
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import websockets
 
+from harness.clusterkit import api
+from harness.nodes import NodeProcess
+from harness.stompclient import WsStomp
 from stompgate.stomp import Frame, serialize
 
-from .clusterkit import api
 from .hostile import Probe, assert_unharmed, while_attacked
 from .jsrun import run_scenario
-from .nodes import NodeProcess
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -25,12 +25,11 @@ import jwt
 import pytest
 import websockets
 
+from harness.nodes import API_KEY, ROOT, NodeProcess
+from harness.stompclient import WsStomp
 from stompgate.config import load_config
 from stompgate.logs import RateLimitedLog
 from stompgate.stomp import Frame
-
-from .nodes import API_KEY, ROOT, NodeProcess
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 
@@ -111,7 +110,7 @@ HOSTILE_BODIES = {
 @pytest.fixture(scope="module")
 def api_node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One node for the JSON cases (each case reads its log: a 500 anywhere fails them all)."""
-    from .nodes import start_node
+    from harness.nodes import start_node
 
     node = start_node(tmp_path_factory.mktemp("api"), {"stomp": {"max_frame_size": 256 * 1024}})
     yield node

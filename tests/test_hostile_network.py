@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from harness.nodes import API_KEY, NodeProcess
+from harness.stompclient import WsStomp
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser
 from stompgate.transport.limits import ConnectionGate, RefusalLog, parse_networks
 
 from . import hostile
 from .hostile import Probe, assert_unharmed
-from .nodes import API_KEY, NodeProcess
 from .sockjsclient import Connection
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

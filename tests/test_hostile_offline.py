@@ -30,6 +30,10 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from harness.clusterkit import DEPLOYMENTS, FAST, api, started, wait_ready
+from harness.nodes import NodeProcess
+from harness.redisproc import RedisProcess, start_redis
+from harness.stompclient import WsStomp
 from stompgate.broker.message import Message
 from stompgate.bus import base
 from stompgate.bus.base import MEMORY_OVERHEAD, MessageRefused, OfflineLimits, StoreNotices, encode
@@ -39,11 +43,7 @@ from stompgate.config import ConfigError, load_config
 from stompgate.stomp import Frame
 from stompgate.template import AsyncMessagingTemplate, MessagingTemplate
 
-from .clusterkit import DEPLOYMENTS, FAST, api, started, wait_ready
 from .hostile import Probe, assert_unharmed, while_attacked
-from .nodes import NodeProcess
-from .redisproc import RedisProcess, start_redis
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

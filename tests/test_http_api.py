@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from .nodes import API_KEY
-from .stompclient import WsStomp
+from harness.nodes import API_KEY
+from harness.stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
+from harness.nodes import free_port
+from harness.redisproc import RedisProcess, start_redis
 from stompgate.bus.address import Address
 from stompgate.bus.resp import ReplyError, RespConnection, RespConnectionError, pack
-
-from .nodes import free_port
-from .redisproc import RedisProcess, start_redis
 
 
 @pytest.fixture
@@ -246,7 +245,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A redis-server speaking only TLS: (port, its CA file)."""
     import subprocess
 
-    from .redisproc import REDIS_SERVER
+    from harness.redisproc import REDIS_SERVER
 
     ca, cert, key = _tls_files(tmp_path)
     port = free_port()

@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
+from harness.nodes import API_KEY, NodeProcess
+
 from .jsrun import run_scenario
-from .nodes import API_KEY, NodeProcess
 from .sockjsecho import EchoServer
 
 pytestmark = pytest.mark.js

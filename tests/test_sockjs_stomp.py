@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 
-from .nodes import API_KEY, ROOT, NodeProcess, free_port
+from harness.nodes import API_KEY, ROOT, NodeProcess, free_port
 
 Factory = Callable[..., NodeProcess]
 

@@ -30,7 +30,7 @@ from stomp.connect import BaseConnection
 from stomp.protocol import Protocol10, Protocol11
 from stomp.utils import Frame, parse_frame
 
-from .nodes import NodeProcess
+from harness.nodes import NodeProcess
 
 TIMEOUT = 5.0
 TRANSPORTS = ["tcp", "ws"]

@@ -7,11 +7,10 @@ import json
 import pytest
 import yaml
 
+from harness.clusterkit import DEPLOYMENTS, started
+from harness.redisproc import start_redis
+from harness.stompclient import WsStomp
 from stompgate.template import AsyncMessagingTemplate, MessagingTemplate
-
-from .clusterkit import DEPLOYMENTS, started
-from .redisproc import start_redis
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

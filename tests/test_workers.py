@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.clusterkit import api, nothing_more, wait_ready
+from harness.nodes import ROOT, NodeProcess, base_config, deep_merge, free_port, spawn_node
+from harness.stompclient import WsStomp
 from stompgate.workers import STARTUP_S
-
-from .clusterkit import api, nothing_more, wait_ready
-from .nodes import ROOT, NodeProcess, base_config, deep_merge, free_port, spawn_node
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -16,9 +16,8 @@ import urllib.request
 import pytest
 import websockets
 
+from harness.stompclient import WsStomp
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
-
-from .stompclient import WsStomp
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

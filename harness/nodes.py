@@ -1,4 +1,4 @@
-"""Start real stompgate node processes for tests, on free loopback ports."""
+"""Start real stompgate node processes for the tests and the benchmarks, on free loopback ports."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _EPHEMERAL = _local_port_range()
 _handed_out: set[int] = set()
 
 
-# How the tests start a node: this interpreter, the package as a module.
+# How the tests and benchmarks start a node: this interpreter, the package as a module.
 STOMPGATE = [sys.executable, "-m", "stompgate"]
 
 
@@ -43,7 +43,7 @@ def free_port() -> int:
     Ports from bind(0) come from the ephemeral range, where the outgoing
     connections of other processes (Redis clients, WebSocket clients) may take
     them before a node started in parallel binds them. Ports below it are only
-    ever taken on purpose. Each is handed out once per test run.
+    ever taken on purpose. Each is handed out once per process (test or benchmark run).
     """
     low = 20000 if _EPHEMERAL[0] > 21000 else 1024
     high = min(_EPHEMERAL[0], 65536) if _EPHEMERAL[0] > 21000 else 65536
@@ -110,7 +110,8 @@ class NodeProcess:
 
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.http_url + "/health", timeout=2) as resp:
-            return json.loads(resp.read())
+            health: dict[str, Any] = json.loads(resp.read())
+            return health
 
     @property
     def id(self) -> str:

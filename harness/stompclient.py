@@ -1,4 +1,4 @@
-"""A small STOMP-over-WebSocket test client built on our codec and ``websockets``.
+"""A small STOMP-over-WebSocket client for tests and benchmarks, built on our codec and ``websockets``.
 
 Third-party clients (stomp.py, @stomp/stompjs, stompjs 2.3.3) cover real-world
 behaviour elsewhere; this one exists to send exactly the bytes a test wants,
@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import websockets
+from websockets.typing import Subprotocol
 
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
 
@@ -36,9 +37,8 @@ class WsStomp:
 
     @classmethod
     async def open(cls, url: str, subprotocols: list[str] | None = None, **kw: Any) -> WsStomp:
-        ws = await websockets.connect(
-            url, subprotocols=subprotocols or ["v12.stomp", "v11.stomp", "v10.stomp"], max_size=None, **kw
-        )
+        offered = [Subprotocol(p) for p in subprotocols or ["v12.stomp", "v11.stomp", "v10.stomp"]]
+        ws = await websockets.connect(url, subprotocols=offered, max_size=None, **kw)
         return cls(ws)
 
     @classmethod

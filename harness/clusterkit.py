@@ -1,4 +1,4 @@
-"""Helpers for the cluster tests: deployments, the HTTP API, readiness."""
+"""Helpers for the cluster tests and benchmarks: deployments, the HTTP API, readiness."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def api(
 
 def started(node_factory: Any, config: dict[str, Any], count: int) -> list[NodeProcess]:
     """``count`` nodes on ``config``, started side by side, each ready (Redis reached)."""
-    nodes = node_factory.many(count, config)
+    nodes: list[NodeProcess] = node_factory.many(count, config)
     for node in nodes:
         wait_ready(node)
     return nodes
