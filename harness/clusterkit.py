@@ -1,4 +1,4 @@
-"""Helpers for the cluster tests and benchmarks: deployments, the HTTP API, readiness."""
+"""Helpers for the cluster tests and benchmarks: the HTTP API, readiness."""
 
 from __future__ import annotations
 
@@ -8,18 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import pytest
-
 from .nodes import API_KEY, NodeProcess
 from .stompclient import WsStomp
-
-# (Redis deployment, routing mode): every cluster scenario runs in all four.
-DEPLOYMENTS = [
-    pytest.param(("standalone", "directed"), id="standalone-directed"),
-    pytest.param(("standalone", "broadcast"), id="standalone-broadcast"),
-    pytest.param(("cluster", "directed"), id="cluster-directed"),
-    pytest.param(("cluster", "broadcast"), id="cluster-broadcast"),
-]
 
 # Quick heartbeats so faults show within a couple of seconds.
 FAST = {"node_heartbeat_s": 0.5, "node_timeout_s": 2.0}
@@ -37,14 +27,6 @@ def api(
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-def started(node_factory: Any, config: dict[str, Any], count: int) -> list[NodeProcess]:
-    """``count`` nodes on ``config``, started side by side, each ready (Redis reached)."""
-    nodes: list[NodeProcess] = node_factory.many(count, config)
-    for node in nodes:
-        wait_ready(node)
-    return nodes
 
 
 def ready(node: NodeProcess) -> bool:

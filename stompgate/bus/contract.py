@@ -5,7 +5,7 @@
 cluster view of the HTTP API and extensions). :class:`BrokerPort` is the inbound
 direction: the only broker calls a bus makes. ``MemoryBus`` and ``RedisBus`` are
 checked against both by mypy (the ``_conforms`` functions at the end), and
-``tests/test_bus_contract.py`` runs the same cases against each.
+``tests/cluster/test_bus_contract.py`` runs the same cases against each.
 
 Guarantees every bus gives:
 

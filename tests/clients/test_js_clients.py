@@ -17,7 +17,7 @@ import pytest
 
 from harness.nodes import API_KEY, NodeProcess
 
-from .jsrun import run_scenario
+from ..jsrun import run_scenario
 
 pytestmark = pytest.mark.js
 

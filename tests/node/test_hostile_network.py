@@ -25,9 +25,9 @@ from harness.stompclient import WsStomp
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser
 from stompgate.transport.limits import ConnectionGate, RefusalLog, parse_networks
 
-from . import hostile
-from .hostile import Probe, assert_unharmed
-from .sockjsclient import Connection
+from .. import hostile
+from ..hostile import Probe, assert_unharmed
+from ..sockjsclient import Connection
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -30,7 +30,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from harness.clusterkit import DEPLOYMENTS, FAST, api, started, wait_ready
+from harness.clusterkit import FAST, api, wait_ready
 from harness.nodes import NodeProcess
 from harness.redisproc import RedisProcess, start_redis
 from harness.stompclient import WsStomp
@@ -43,7 +43,8 @@ from stompgate.config import ConfigError, load_config
 from stompgate.stomp import Frame
 from stompgate.template import AsyncMessagingTemplate, MessagingTemplate
 
-from .hostile import Probe, assert_unharmed, while_attacked
+from ..hostile import Probe, assert_unharmed, while_attacked
+from .kit import DEPLOYMENTS, started
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

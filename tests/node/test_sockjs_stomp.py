@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 
-from harness.nodes import API_KEY, ROOT, NodeProcess, free_port
+from harness.nodes import API_KEY, ROOT, NodeProcess, deep_merge, free_port
 
 Factory = Callable[..., NodeProcess]
 
@@ -35,17 +35,6 @@ def sockjs_node(**endpoint: Any) -> dict[str, Any]:
             "sockjs": [{"path": "/sj", "heartbeat_s": 0.3, "disconnect_delay_s": 1.0, **endpoint}],
         }
     }
-
-
-def merged(*parts: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merged(out[key], value)
-            else:
-                out[key] = value
-    return out
 
 
 def frame(command: str, headers: dict[str, str] | None = None, body: str = "") -> str:
@@ -127,7 +116,8 @@ async def api(
 
 
 async def test_sockjs_heartbeats_give_way_to_stomp_heartbeats(node_factory: Factory) -> None:
-    node = node_factory(merged(sockjs_node(), {"stomp": {"heartbeat": {"send_ms": 400, "receive_ms": 0}}}))
+    beats = {"stomp": {"heartbeat": {"send_ms": 400, "receive_ms": 0}}}
+    node = node_factory(deep_merge(sockjs_node(), beats))
     async with aiohttp.ClientSession() as http:
         quiet = Streaming(http, node)  # no STOMP heart-beats: SockJS keeps the line alive
         await quiet.open()
@@ -191,7 +181,7 @@ async def test_error_frame_comes_before_the_close_frame_on_polling(node_factory:
 
 
 async def test_login_cookie_of_the_sockjs_handshake(node_factory: Factory) -> None:
-    node = node_factory(merged(sockjs_node(), {"auth": {"mode": "dev", "cookie": "chat_user"}}))
+    node = node_factory(deep_merge(sockjs_node(), {"auth": {"mode": "dev", "cookie": "chat_user"}}))
     async with aiohttp.ClientSession() as http:
         session = Polling(http, node, cookie="chat_user=al%C3%AFce")
         assert await session.poll() == "o"
@@ -233,7 +223,7 @@ async def test_disconnect_delay_ends_the_stomp_session(node_factory: Factory) ->
 
 async def test_slow_consumer_over_polling_is_closed(node_factory: Factory) -> None:
     node = node_factory(
-        merged(sockjs_node(disconnect_delay_s=30), {"server": {"max_outbound_buffer": 20000}})
+        deep_merge(sockjs_node(disconnect_delay_s=30), {"server": {"max_outbound_buffer": 20000}})
     )
     async with aiohttp.ClientSession() as http:
         session = Polling(http, node)

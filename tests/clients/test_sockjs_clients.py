@@ -27,8 +27,8 @@ import pytest
 
 from harness.nodes import API_KEY, NodeProcess
 
-from .jsrun import run_scenario
-from .sockjsecho import EchoServer
+from ..jsrun import run_scenario
+from ..sockjsecho import EchoServer
 
 pytestmark = pytest.mark.js
 

@@ -12,10 +12,12 @@ import time
 
 import pytest
 
-from harness.clusterkit import DEPLOYMENTS, FAST, api, nothing_more, ready, started, wait_ready
+from harness.clusterkit import FAST, api, nothing_more, ready, wait_ready
 from harness.redisproc import RedisProcess, start_cluster, start_redis
 from harness.stompclient import WsStomp
 from stompgate.stomp import Frame
+
+from .kit import DEPLOYMENTS, started
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -20,8 +20,8 @@ from harness.nodes import NodeProcess
 from harness.stompclient import WsStomp
 from stompgate.stomp import Frame, serialize
 
-from .hostile import Probe, assert_unharmed, while_attacked
-from .jsrun import run_scenario
+from ..hostile import Probe, assert_unharmed, while_attacked
+from ..jsrun import run_scenario
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

@@ -26,8 +26,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .sockjsclient import Connection, Head, Response, fetch
-from .sockjsecho import EchoServer
+from ..sockjsclient import Connection, Head, Response, fetch
+from ..sockjsecho import EchoServer
 
 HOST = "127.0.0.1"
 

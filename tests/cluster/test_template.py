@@ -7,10 +7,11 @@ import json
 import pytest
 import yaml
 
-from harness.clusterkit import DEPLOYMENTS, started
 from harness.redisproc import start_redis
 from harness.stompclient import WsStomp
 from stompgate.template import AsyncMessagingTemplate, MessagingTemplate
+
+from .kit import DEPLOYMENTS, started
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

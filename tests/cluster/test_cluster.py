@@ -16,10 +16,12 @@ import time
 
 import pytest
 
-from harness.clusterkit import DEPLOYMENTS, api, nothing_more, started
+from harness.clusterkit import api, nothing_more
 from harness.stompclient import WsStomp
 from stompgate.stomp import Frame
 from stompgate.template import MessagingTemplate
+
+from .kit import DEPLOYMENTS, started
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 

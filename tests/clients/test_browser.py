@@ -24,7 +24,7 @@ import pytest
 
 from harness.nodes import ROOT, free_port
 
-from .jsrun import JS_DIR, run_scenario
+from ..jsrun import JS_DIR, run_scenario
 
 pytestmark = pytest.mark.js
 

@@ -22,14 +22,15 @@ import pytest
 import websockets
 from redis.cluster import ClusterNode, RedisCluster
 
-from harness.clusterkit import api, nothing_more, ready, started
+from harness.clusterkit import api, nothing_more, ready
 from harness.nodes import NodeProcess
 from harness.stompclient import WsStomp
 from stompgate.bus.keys import Keys
 from stompgate.stomp import Frame, serialize
 
-from .hostile import Probe, assert_unharmed, while_attacked
-from .sockjsclient import fetch
+from ..hostile import Probe, assert_unharmed, while_attacked
+from ..sockjsclient import fetch
+from .kit import started
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 
