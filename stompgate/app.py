@@ -25,7 +25,7 @@ from .broker.auth import Authenticator
 from .broker.session import CLOSE_POLICY
 from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
-from .config import Config, dev_mode_warnings
+from .config import Config, startup_warnings
 from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
@@ -43,7 +43,7 @@ log = logging.getLogger("stompgate")
 def make_authenticator(config: Config) -> Authenticator:
     auth = config.auth
     if auth.mode == "dev":
-        for warning in dev_mode_warnings(config):  # whatever logging.level is: it must not go unseen
+        for warning in startup_warnings(config):  # whatever logging.level is: it must not go unseen
             always(log, logging.WARNING, "%s", warning)
         return DevAuthenticator(auth.cookie)
     if auth.mode == "static":
@@ -58,6 +58,7 @@ def make_authenticator(config: Config) -> Authenticator:
         leeway_s=jwt.leeway_s,
         require_exp=jwt.require_exp,
         cookie=auth.cookie,
+        roles_claim=jwt.roles_claim,
     )
 
 
@@ -66,7 +67,14 @@ def make_broker(config: Config) -> Broker:
     settings = BrokerSettings(
         destinations=config.destinations, heartbeat=config.stomp.heartbeat, limits=config.stomp
     )
-    return Broker(settings, make_authenticator(config), server_name=f"stompgate/{__version__}")
+    authorization = config.authorization
+    return Broker(
+        settings,
+        make_authenticator(config),
+        server_name=f"stompgate/{__version__}",
+        authorizer=authorization.authorizer(config.auth.mode, config.destinations.path_separator),
+        roles=authorization.user_roles(),
+    )
 
 
 class Node:

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__, logs
-from .config import Config, ConfigError, ConfigNote, dev_mode_warnings, load_config
+from .config import Config, ConfigError, ConfigNote, load_config, startup_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: configuration is valid")
         for note in notes:
             print(f"stompgate: {'warning' if note.warning else 'note'}: {note.text}", file=sys.stderr)
-        for warning in dev_mode_warnings(config):
+        for warning in startup_warnings(config):
             print(f"stompgate: warning: {warning}", file=sys.stderr)
         return 0
     logs.setup(config.logging.level, LOG_FORMAT)

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .broker.names import user_name_problem
+from .broker.authz import SEND, SUBSCRIBE, Authorizer, Rule
+from .broker.names import canonical, header_problem, is_reserved, reserved_headers, user_name_problem
 from .broker.settings import DestinationSettings, HeartbeatSettings, RateLimit, SessionLimits
 from .bus.address import Address
 from .bus.base import OfflineLimits
@@ -203,8 +204,16 @@ class StompConfig(SessionLimits):
 
     def validate(self, path: str, problems: list[str]) -> None:
         for f in dataclasses.fields(self):
-            if f.name not in ("heartbeat", "rate_limit"):
+            if f.name not in ("heartbeat", "rate_limit", "sender_header"):
                 _positive(getattr(self, f.name), f"{path}.{f.name}", problems)
+        name = self.sender_header
+        problem = header_problem(name, "")
+        if problem is None and name != canonical(name):
+            problem = f"{name!r}: lower case, without surrounding blanks"
+        if problem is None and is_reserved(name, reserved_headers("")):
+            problem = f"{name!r} is a header the broker sets for another purpose"
+        if problem is not None:
+            problems.append(f"{path}.sender_header: {problem}")
 
 
 @dataclass
@@ -236,6 +245,8 @@ class JwtConfig:
     issuer: str | None = None
     leeway_s: float = 0.0
     require_exp: bool = True
+    # A claim holding the user's roles (a list, or names separated by spaces), for authorization rules.
+    roles_claim: str | None = None
 
     def key(self) -> str:
         if self.algorithm == "HS256":
@@ -390,6 +401,79 @@ class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# Who each rule lets through when it names no users or roles.
+_WHO = Literal["anyone", "authenticated", "nobody"]
+
+
+@dataclass
+class AccessRuleConfig:
+    """One ``authorization.rules`` entry: a frame and a destination pattern, and who may."""
+
+    send: str | None = None  # SEND to destinations matching this
+    subscribe: str | None = None  # SUBSCRIBE to them
+    destination: str | None = None  # both
+    allow: _WHO | None = None
+    users: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        given = [k for k in ("send", "subscribe", "destination") if getattr(self, k) is not None]
+        if len(given) != 1:
+            problems.append(f"{path}: needs exactly one of send, subscribe, destination (a pattern)")
+        for key in given:
+            pattern = getattr(self, key)
+            if not pattern.startswith("/"):
+                problems.append(f"{path}.{key}: a destination pattern starts with '/', got {pattern!r}")
+        named = bool(self.users or self.roles)
+        if (self.allow is None) == (not named):
+            problems.append(
+                f"{path}: needs either allow (anyone, authenticated or nobody) or users / roles, not both"
+            )
+
+    def rule(self, name: str) -> Rule:
+        if self.send is not None:
+            frames, pattern = {SEND}, self.send
+        elif self.subscribe is not None:
+            frames, pattern = {SUBSCRIBE}, self.subscribe
+        else:
+            frames, pattern = {SEND, SUBSCRIBE}, self.destination or ""
+        users, roles = frozenset(self.users), frozenset(self.roles)
+        return Rule(frozenset(frames), pattern, self.allow, users, roles, name)
+
+
+@dataclass
+class AuthorizationConfig:
+    """Who may SEND and SUBSCRIBE where (broker/authz.py; docs/security.md#authorization)."""
+
+    # What a frame no rule matches gets. Unset: deny, unless auth.mode is dev.
+    default: Literal["allow", "deny"] | None = None
+    rules: list[AccessRuleConfig] = field(default_factory=list)
+    # role -> user names, in every auth mode (a JWT's roles_claim adds to these).
+    roles: dict[str, list[str]] = field(default_factory=dict)
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        for i, rule in enumerate(self.rules):
+            rule.validate(f"{path}.rules[{i}]", problems)
+        for role, users in self.roles.items():
+            for name in users:
+                problem = user_name_problem(name)
+                if problem is not None:
+                    problems.append(f"{path}.roles.{role}: {problem}")
+
+    def authorizer(self, auth_mode: str | None, separator: str) -> Authorizer:
+        default_allow = self.default == "allow" if self.default is not None else auth_mode == "dev"
+        rules = [rule.rule(f"authorization.rules[{i}]") for i, rule in enumerate(self.rules)]
+        return Authorizer(rules, default_allow, separator)
+
+    def user_roles(self) -> dict[str, frozenset[str]]:
+        """user -> roles, from ``roles`` (role -> users)."""
+        out: dict[str, set[str]] = {}
+        for role, users in self.roles.items():
+            for name in users:
+                out.setdefault(name, set()).add(role)
+        return {name: frozenset(roles) for name, roles in out.items()}
+
+
 @dataclass
 class Config:
     node_id: str | None = None
@@ -401,6 +485,7 @@ class Config:
     bus: BusConfig = field(default_factory=BusConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.server.workers > 1:
@@ -465,10 +550,17 @@ def dev_exposure_problem(config: Config) -> str | None:
     )
 
 
-def dev_mode_warnings(config: Config) -> list[str]:
-    """What a node in dev mode says at start, at every log level (and check-config prints)."""
+def startup_warnings(config: Config) -> list[str]:
+    """What a node says at start, at every log level (and check-config prints): dev
+    mode, and a production login with no authorization at all."""
     auth = config.auth
     if auth.mode != "dev":
+        authorization = config.authorization
+        if authorization.default == "allow" and not authorization.rules:
+            return [
+                "authorization.default is allow and there are no authorization.rules: any logged-in "
+                "user may SEND to and SUBSCRIBE to any destination, another user's included"
+            ]
         return []
     cookie = f" (or the {auth.cookie} cookie)" if auth.cookie else ""
     lines = [

@@ -93,12 +93,13 @@ class NodeContext:
         hdrs = dict(headers or {})
         for name, value in hdrs.items():
             problem = header_problem(name, value) or (
-                f"header {name!r} is set by the broker" if is_reserved(name) else None
+                f"header {name!r} is set by the broker" if is_reserved(name, self.broker.reserved) else None
             )
             if problem is not None:
                 raise ValueError(problem)
         body = to_body(payload, hdrs)
-        delivered, error = await publish(self.broker, self.broker.message(destination, hdrs, body, user))
+        message = self.broker.message(destination, hdrs, body, user, server_sent=True)
+        delivered, error = await publish(self.broker, message)
         if error is not None:
             raise RuntimeError(f"message not accepted: {error}")
         return delivered

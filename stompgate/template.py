@@ -30,6 +30,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from .broker.destinations import DestinationError, DestinationRules
 from .broker.message import Message
+from .broker.names import SENDER_HEADER, SERVER_SENT, is_reserved, reserved_headers
 from .bus.base import MessageRefused, OfflineLimits, encode, reply_text
 from .bus.keys import PUBLISH_USER, Keys, publish_user_args
 from .config import load_config
@@ -53,6 +54,7 @@ class _Base:
         max_messages: int = 1000,
         ttl_s: float = 7 * 24 * 3600,
         offline: OfflineLimits | None = None,
+        sender_header: str = SENDER_HEADER,
     ) -> None:
         """``offline``: the store's limits (as a node's ``offline.*``); ``max_messages`` and
         ``ttl_s`` are the older spelling of two of them, used when ``offline`` is not given."""
@@ -64,6 +66,7 @@ class _Base:
         self.limits = offline or OfflineLimits(max_messages=max_messages, ttl_s=ttl_s)
         self._seeds = [(h, int(p)) for h, _, p in (s.rpartition(":") for s in cluster_nodes or [])]
         self._url = redis_url
+        self._reserved = reserved_headers(sender_header)
 
     @classmethod
     def from_config(cls, path: str) -> Any:
@@ -80,13 +83,18 @@ class _Base:
             broker_prefixes=config.destinations.broker_prefixes,
             user_prefix=config.destinations.user_prefix,
             offline=config.offline.limits(),
+            sender_header=config.stomp.sender_header,
         )
 
     def _message(
         self, destination: str, payload: Any, headers: dict[str, Any] | None, user: str | None
     ) -> Message:
         h = {str(k): str(v) for k, v in (headers or {}).items()}
+        for name in h:
+            if is_reserved(name, self._reserved):
+                raise ValueError(f"header {name!r} is set by the broker")
         body = to_body(payload, h)
+        h[SERVER_SENT] = "true"  # as the broker marks what its API publishes
         if user is None:
             try:
                 target = self.rules.send_target(destination)

@@ -2,7 +2,8 @@
 
 An authenticator sees the CONNECT headers and what the WebSocket handshake
 carried (its ``Authorization`` header and ``access_token`` query parameter), and
-returns the user name or raises :class:`AuthError` with a message for the client.
+returns the user name (or a :class:`~.authz.Principal` with roles and an expiry)
+or raises :class:`AuthError` with a message for the client.
 Every login (STOMP CONNECT, HTTP API, extensions) goes through :func:`login`,
 which also refuses names no mode may produce (controls, surrogates, too long)
 and logs failures, rate-limited, with the remote address.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Protocol
@@ -20,6 +22,7 @@ from urllib.parse import unquote
 import jwt
 
 from ..logs import RateLimitedLog
+from .authz import Principal
 from .names import shown, user_name_problem
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,9 @@ class Credentials:
 
 
 class Authenticator(Protocol):
-    def authenticate(self, creds: Credentials) -> str | None:
-        """The user name, None for an anonymous session, or raise AuthError."""
+    def authenticate(self, creds: Credentials) -> str | Principal | None:
+        """The user name (or who, with roles and expiry), None for an anonymous session,
+        or raise AuthError."""
 
 
 class DevAuthenticator:
@@ -100,7 +104,8 @@ def _bearer(value: str | None) -> str | None:
 
 
 class JwtAuthenticator:
-    """JWT (HS256 or RS256) with ``exp`` checked; the user name is a claim (``sub``)."""
+    """JWT (HS256 or RS256) with ``exp`` checked; the user name is a claim (``sub``),
+    roles another (``roles_claim``: a list, or a string of names separated by spaces)."""
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class JwtAuthenticator:
         leeway_s: float = 0.0,
         require_exp: bool = True,
         cookie: str | None = None,
+        roles_claim: str | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.key = key
@@ -122,6 +128,7 @@ class JwtAuthenticator:
         self.leeway_s = leeway_s
         self.required = ["exp"] if require_exp else []
         self.cookie = cookie
+        self.roles_claim = roles_claim
 
     def token_from(self, creds: Credentials) -> str | None:
         """CONNECT Authorization, CONNECT passcode, handshake Authorization, access_token, cookie."""
@@ -135,7 +142,7 @@ class JwtAuthenticator:
             or None
         )
 
-    def authenticate(self, creds: Credentials) -> str | None:
+    def authenticate(self, creds: Credentials) -> Principal:
         token = self.token_from(creds)
         if token is None:
             raise AuthError(
@@ -158,7 +165,17 @@ class JwtAuthenticator:
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not user:
             raise AuthError(f"token has no string claim {self.user_claim!r}")
-        return user
+        roles: frozenset[str] = frozenset()
+        if self.roles_claim is not None:
+            raw = claims.get(self.roles_claim, [])
+            if isinstance(raw, str):
+                raw = raw.split()
+            if not isinstance(raw, list) or not all(isinstance(role, str) for role in raw):
+                raise AuthError(f"invalid token: claim {self.roles_claim!r} is not a list of role names")
+            roles = frozenset(raw)
+        exp = claims.get("exp")
+        expires_at = float(exp) + self.leeway_s if isinstance(exp, (int, float)) else None
+        return Principal(user, roles, expires_at)
 
 
 # Claims PyJWT names in MissingRequiredClaimError: ours (require, audience, issuer), never the token's.
@@ -189,8 +206,16 @@ def _jwt_problem(exc: jwt.InvalidTokenError) -> str:
     return "invalid token"
 
 
-def login(authenticator: Authenticator, creds: Credentials, remote: str = "") -> str | None:
-    """The user a CONNECT (or an HTTP request) speaks for, by ``authenticator``; raises AuthError.
+def login(
+    authenticator: Authenticator,
+    creds: Credentials,
+    remote: str = "",
+    roles: Mapping[str, frozenset[str]] | None = None,
+) -> Principal:
+    """Who a CONNECT (or an HTTP request) speaks for, by ``authenticator``; raises AuthError.
+
+    ``roles`` adds the roles the config gives users by name (``auth.roles``) to
+    those the credential carries (a JWT's roles claim).
 
     Whatever the mode (a dev login header or cookie, a static user, a JWT
     claim), the name is checked here, so a name with a newline or a lone
@@ -199,10 +224,12 @@ def login(authenticator: Authenticator, creds: Credentials, remote: str = "") ->
     token), at most 20 lines a minute.
     """
     try:
-        user = authenticator.authenticate(creds)
+        who = authenticator.authenticate(creds)
     except AuthError as exc:
         _log_failure(remote, creds.connect_headers.get("login"), str(exc))
         raise
+    principal = who if isinstance(who, Principal) else Principal(who)
+    user = principal.name
     problem = None if user is None else user_name_problem(user)
     if user is not None and problem is not None:
         # Not the name itself: before CONNECTED an ERROR's headers go unescaped, and the
@@ -210,7 +237,10 @@ def login(authenticator: Authenticator, creds: Credentials, remote: str = "") ->
         problem = " ".join(problem.replace(shown(user), "", 1).split())
         _log_failure(remote, user, problem)
         raise AuthError(problem)
-    return user
+    extra = roles.get(user) if roles and user is not None else None
+    if extra:
+        principal = Principal(user, principal.roles | extra, principal.expires_at)
+    return principal
 
 
 def _log_failure(remote: str, tried: str | None, reason: str) -> None:

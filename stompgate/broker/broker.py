@@ -9,13 +9,16 @@ no subscriber anywhere and gives them back when one subscribes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .auth import Authenticator
+from .authz import Authorizer
 from .destinations import DestinationRules, has_wildcard
 from .message import Message
+from .names import SERVER_SENT, reserved_headers
 from .ports import CLOSE_RESTART
 from .session import Session
 from .settings import BrokerSettings
@@ -105,10 +108,20 @@ class Broker:
         *,
         server_name: str = "stompgate",
         bus: Bus | None = None,
+        authorizer: Authorizer | None = None,
+        roles: dict[str, frozenset[str]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
         self.authenticator = authenticator
+        # Who may SEND and SUBSCRIBE where (none given: everyone, everywhere).
+        self.authorizer = authorizer or Authorizer([], True, settings.destinations.path_separator)
+        self.roles = roles or {}  # user -> roles the config gives them
+        self.clock = clock  # wall-clock time, for credentials that expire
+        # Headers only the broker writes, however a client spells them.
+        self.sender_header = settings.limits.sender_header
+        self.reserved = reserved_headers(self.sender_header)
         self.server_name = server_name
         where = settings.destinations
         self.rules = DestinationRules(where.broker_prefixes, where.user_prefix)
@@ -257,9 +270,25 @@ class Broker:
     # ---------------------------------------------------------------- routing
 
     def message(
-        self, destination: str, headers: dict[str, str], body: bytes, user: str | None = None
+        self,
+        destination: str,
+        headers: dict[str, str],
+        body: bytes,
+        user: str | None = None,
+        *,
+        sender: str | None = None,
+        server_sent: bool = False,
     ) -> Message:
-        """Build a message for ``destination`` (or a user's destination) with the shown name set."""
+        """Build a message for ``destination`` (or a user's destination) with the shown name set.
+
+        Who sent it is written here, the one place: ``sender`` (a client's user name)
+        in ``stomp.sender_header``, or ``server-sent: true`` for the API, extensions
+        and the template. ``headers`` has been cleared of both already.
+        """
+        if sender is not None:
+            headers[self.sender_header] = sender
+        if server_sent:
+            headers[SERVER_SENT] = "true"
         shown = self.rules.user_root + destination if user is not None else destination
         return Message(destination, headers, body, user=user, shown=shown)
 

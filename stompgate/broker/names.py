@@ -34,6 +34,17 @@ RESERVED_HEADERS = frozenset(
     {"destination", "message-id", "subscription", "content-length", "ack", "receipt", "transaction"}
 )
 
+# Who sent a message, as the broker writes it: the sender's user name on what a
+# client SENT (the header's name is stomp.sender_header), and this one on what the
+# HTTP API, an extension or the MessagingTemplate published.
+SENDER_HEADER = "sender"
+SERVER_SENT = "server-sent"
+
+
+def reserved_headers(sender_header: str = SENDER_HEADER) -> frozenset[str]:
+    """Every header only the broker sets, for a node whose sender header is ``sender_header``."""
+    return RESERVED_HEADERS | {canonical(sender_header), SERVER_SENT}
+
 
 def shown(text: str, limit: int = 60) -> str:
     """``text`` quoted for an error message or a log line: controls escaped, cut to ``limit``."""
@@ -96,34 +107,41 @@ def header_problem(name: str, value: str) -> str | None:
 _BLANKS = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\ufeff"
 
 
-def is_reserved(name: str) -> bool:
+def canonical(name: str) -> str:
+    """A header name as a client that trims and folds case reads it."""
+    return name.strip(_BLANKS).lower()
+
+
+def is_reserved(name: str, reserved: frozenset[str] = RESERVED_HEADERS) -> bool:
     """A header only the broker may set, however it is spelled (case, surrounding blanks)."""
-    return name.strip(_BLANKS).lower() in RESERVED_HEADERS
+    return canonical(name) in reserved
 
 
-# Header names repeat from frame to frame (content-type...): their verdicts are kept.
-_NAME_VERDICTS: dict[str, str | None] = {}
+# Header names repeat from frame to frame (content-type...): what is known of each
+# is kept: a problem with it, and its canonical spelling.
+_NAMES: dict[str, tuple[str | None, str]] = {}
 RESERVED = "reserved"
 
 
-def header_name_verdict(name: str) -> str | None:
+def header_name_verdict(name: str, reserved: frozenset[str] = RESERVED_HEADERS) -> str | None:
     """None for a name a client may send, RESERVED for one the broker sets, or a problem.
 
     For STOMP frames, whose values the parser has already checked (no NUL, valid
-    UTF-8): only the name is left to judge, and the answer is cached.
+    UTF-8): only the name is left to judge, and what it takes is cached.
     """
-    verdict = _NAME_VERDICTS.get(name, "")
-    if verdict != "":
-        return verdict
-    if not name:
-        verdict = "a header has an empty name"
-    elif is_reserved(name):
-        verdict = RESERVED
-    elif (bad := _BAD_HEADER_NAME.search(name)) is not None:
-        verdict = f"header name {shown(name)} contains {_describe(bad.group())}"
-    else:
-        verdict = None
-    if len(_NAME_VERDICTS) >= 4096:  # bounded: a client inventing names only costs a refill
-        _NAME_VERDICTS.clear()
-    _NAME_VERDICTS[name] = verdict
-    return verdict
+    known = _NAMES.get(name)
+    if known is None:
+        if not name:
+            problem: str | None = "a header has an empty name"
+        elif (bad := _BAD_HEADER_NAME.search(name)) is not None:
+            problem = f"header name {shown(name)} contains {_describe(bad.group())}"
+        else:
+            problem = None
+        known = (problem, canonical(name))
+        if len(_NAMES) >= 4096:  # bounded: a client inventing names only costs a refill
+            _NAMES.clear()
+        _NAMES[name] = known
+    problem, folded = known
+    if name and folded in reserved:
+        return RESERVED  # dropped, whatever else is wrong with its spelling
+    return problem

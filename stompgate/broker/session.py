@@ -28,6 +28,7 @@ from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serializ
 from ..stomp.headers import escape
 from .acks import Acks, check_issued
 from .auth import AuthError, Credentials, login
+from .authz import ANONYMOUS, SEND, SUBSCRIBE, Denied
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .errors import StompSessionError, required
 from .heartbeats import Heartbeats, negotiate
@@ -114,9 +115,9 @@ class Session:
     # Slots, not a __dict__: a node holds tens of thousands of sessions, and a
     # dict of ~40 attributes costs ~1.5 KB each (docs/benchmarks.md, idle).
     __slots__ = (  # fmt: skip
-        "broker", "id", "inflight", "limits", "out", "parser", "remote", "scheduler", "state",
-        "subscriptions", "text_only", "transport", "user", "version", "wrote",
-        "_acks", "_beats", "_committing", "_connect_timer", "_flow_floor", "_frame_size",
+        "broker", "id", "inflight", "limits", "out", "parser", "principal", "remote", "scheduler",
+        "state", "subscriptions", "text_only", "transport", "user", "version", "wrote",
+        "_acks", "_beats", "_committing", "_deadline", "_flow_floor", "_frame_size",
         "_handshake_headers", "_mid_prefix", "_next_mid", "_nul_safe", "_paused", "_plain_tails",
         "_query", "_rate", "_rate_timer", "_receipt_of", "_receipts", "_transactions",
     )
@@ -143,7 +144,8 @@ class Session:
         # delivered with invalid bytes replaced, as Spring does over SockJS.
         self.text_only = text_only
         self.state = State.CONNECTING
-        self.user: str | None = None
+        self.principal = ANONYMOUS  # who CONNECT said it is
+        self.user: str | None = None  # principal.name
         self.version: str | None = None  # set once CONNECT is accepted
         limits: SessionLimits = broker.limits
         self.limits = limits
@@ -181,7 +183,8 @@ class Session:
         self._receipt_of: str | None = None  # receipt of the frame being handled
         self._committing = False
         self.wrote = True  # written to since the last heart-beat tick (heartbeats.py)
-        self._connect_timer: TimerHandle | None = scheduler.call_later(
+        # The connect timeout; after CONNECT, the end of the session's credential (JWT exp).
+        self._deadline: TimerHandle | None = scheduler.call_later(
             limits.connect_timeout_s, self._connect_timeout
         )
         broker.attach(self)
@@ -354,24 +357,30 @@ class Session:
         # Only CONNECT reads them; an idle session should not hold a browser's headers.
         self._handshake_headers = self._query = _NOTHING
         try:
-            user = login(self.broker.authenticator, creds, self.remote)
+            principal = login(self.broker.authenticator, creds, self.remote, self.broker.roles)
         except AuthError as exc:
             self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
             return
+        user = principal.name
         beats = self.broker.settings.heartbeat
         send_ms, recv_ms = negotiate(version, headers.get("heart-beat", "0,0"), beats)
         self.version = version
         self.parser.version = version
         self.user = user
+        self.principal = principal
         self.state = State.CONNECTED
         # stompjs 2.x (STOMP 1.0/1.1, in browsers) splits what it receives at every
         # NUL, content-length or not: a NUL in a body would start a forged frame.
         # Browser transports below 1.2 get NULs replaced; 1.2 clients and TCP get bodies as sent.
         self._nul_safe = version != "1.2" and self.transport != "tcp"
         self._plain_tails = not (self.text_only or self._nul_safe)
-        if self._connect_timer is not None:
-            self._connect_timer.cancel()
-            self._connect_timer = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if principal.expires_at is not None:
+            # The credential's end is the session's.
+            left = max(0.0, principal.expires_at - self.broker.clock())
+            self._deadline = self.scheduler.call_later(left, self._expired)
         connected = {"version": version}
         if version != "1.0":  # heart-beats arrived with 1.1
             connected["heart-beat"] = f"{beats.send_ms},{beats.receive_ms}"
@@ -388,6 +397,10 @@ class Session:
         if self._beats is not None:
             self._beats.start(send_ms, recv_ms, beats.read_margin)
         log.debug("session %s connected: user=%s version=%s", self.id, user, version)
+
+    def _expired(self) -> None:
+        if self.state is not _CLOSED:
+            self.fail("token expired", code=CLOSE_POLICY)
 
     def _connect_timeout(self) -> None:
         if self.state is _CONNECTING:
@@ -407,12 +420,26 @@ class Session:
             raise StompSessionError(problem)
         return destination
 
+    def _authorize(self, frame: str, destination: str) -> None:
+        """The authorization rules (broker/authz.py), for SEND and SUBSCRIBE alike."""
+        authorizer = self.broker.authorizer
+        if authorizer.open:
+            return
+        try:
+            authorizer.check(frame, destination, self.principal)
+        except Denied as exc:
+            rule = exc.rule.name if exc.rule is not None else "authorization.default"
+            log.info("session %s (%s): %s (%s)", self.id, self.user or "anonymous", exc, rule)
+            raise StompSessionError(str(exc)) from None
+
     def _send_target(self, frame: Frame) -> Target:
         """Where a SEND goes; refused (ERROR) when the session may not send there."""
+        destination = self._destination(frame)
         try:
-            target = self.broker.rules.send_target(self._destination(frame))
+            target = self.broker.rules.send_target(destination)
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
+        self._authorize(SEND, destination)
         user = target.user
         if user is not None:  # decoded from %-escapes: checked again
             problem = user_name_problem(user)
@@ -423,15 +450,16 @@ class Session:
     def _on_send(self, frame: Frame) -> None:
         target = self._send_target(frame)
         headers = {}
+        reserved = self.broker.reserved
         for name, value in frame.headers.items():
             if name in RESERVED_HEADERS:  # destination, content-length...: the common case
                 continue
-            verdict = header_name_verdict(name)
+            verdict = header_name_verdict(name, reserved)
             if verdict is None:
                 headers[name] = value
             elif verdict is not RESERVED:  # headers the broker writes are dropped, however spelled
                 raise StompSessionError(verdict)
-        message = self.broker.message(target.destination, headers, frame.body, target.user)
+        message = self.broker.message(target.destination, headers, frame.body, target.user, sender=self.user)
         message.size = self._frame_size + MESSAGE_OVERHEAD
         receipt = frame.headers.get("receipt") if "transaction" not in frame.headers else None
         self.inflight += message.size
@@ -453,6 +481,7 @@ class Session:
             target = self.broker.rules.subscribe_target(destination)
         except DestinationError as exc:
             raise StompSessionError(str(exc)) from None
+        self._authorize(SUBSCRIBE, destination)
         if target.user is not None:
             if self.user is None:
                 raise StompSessionError(f"cannot subscribe to {destination!r}: the session has no user")
@@ -566,7 +595,7 @@ class Session:
         if frame.command == "SEND":
             self._send_target(frame)
             for name in frame.headers:
-                verdict = header_name_verdict(name)
+                verdict = header_name_verdict(name, self.broker.reserved)
                 if verdict is not None and verdict is not RESERVED:
                     raise StompSessionError(verdict)
         else:
@@ -726,10 +755,10 @@ class Session:
             self._cleanup()
 
     def _cleanup(self) -> None:
-        for timer in (self._connect_timer, self._rate_timer):
+        for timer in (self._deadline, self._rate_timer):
             if timer is not None:
                 timer.cancel()
-        self._connect_timer = self._rate_timer = None
+        self._deadline = self._rate_timer = None
         if self._beats is not None:
             self._beats.cancel()
         if self._transactions is not None:

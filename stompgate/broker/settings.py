@@ -77,6 +77,9 @@ class SessionLimits:
     max_inflight_bytes: int = 1024 * 1024
     # Frames handled per loop turn before other connections get a turn.
     frames_per_turn: int = 64
+    # The header the broker sets to the sender's user name on every message a client
+    # SENT (a client cannot set or forge it); what the server publishes has server-sent.
+    sender_header: str = "sender"
 
 
 @dataclass

@@ -137,7 +137,7 @@ def _payload(data: dict[str, Any], headers: dict[str, str]) -> bytes:
         raise BadRequest("'payload' is nested too deeply to be sent") from None
 
 
-def _headers(data: dict[str, Any], limits: SessionLimits) -> dict[str, str]:
+def _headers(data: dict[str, Any], limits: SessionLimits, reserved: frozenset[str]) -> dict[str, str]:
     """The publisher's headers, under the rules and limits a SEND frame's headers have."""
     raw = data.get("headers", {})
     if raw is None:
@@ -154,7 +154,7 @@ def _headers(data: dict[str, Any], limits: SessionLimits) -> dict[str, str]:
         problem = header_problem(name, value)
         if problem is not None:
             raise BadRequest(f"headers: {problem}")
-        if is_reserved(name):  # however spelled: " message-id" is message-id to a client that trims
+        if is_reserved(name, reserved):  # however spelled: " message-id" is message-id to a client that trims
             raise BadRequest(f"headers.{name}: set by the broker, not by the publisher")
         if len(name) + 1 + len(value) > limits.max_header_length:
             raise BadRequest(
@@ -224,7 +224,7 @@ def user_of(broker: Broker, request: web.Request) -> str:
             raise AuthError("malformed Basic credentials") from None
         headers = {"login": name, "passcode": passcode}
     creds = Credentials(headers, {k.lower(): v for k, v in request.headers.items()}, dict(request.query))
-    user = login(broker.authenticator, creds, request.remote or "")
+    user = login(broker.authenticator, creds, request.remote or "", broker.roles).name
     if not user:
         raise AuthError("no user")
     return user
@@ -252,7 +252,7 @@ class PublishApi:
             data = await read_json_object(request, self._body_timeout_s)
             limits = self.broker.limits
             destination = _destination(data, limits)
-            headers = _headers(data, limits)
+            headers = _headers(data, limits, self.broker.reserved)
             body = _payload(data, headers)
             rules = self.broker.rules
             user: str | None
@@ -273,7 +273,8 @@ class PublishApi:
             return _error(
                 413, f"payload larger than stomp.max_frame_size ({self.broker.limits.max_frame_size})"
             )
-        delivered, error = await publish(self.broker, self.broker.message(destination, headers, body, user))
+        message = self.broker.message(destination, headers, body, user, server_sent=True)
+        delivered, error = await publish(self.broker, message)
         if error is not None:
             # A store limit says which (413 too large, 507 the user's store full); else 503.
             code = refusal_code(error)

@@ -30,6 +30,7 @@ from stomp.connect import BaseConnection
 from stomp.protocol import Protocol10, Protocol11
 from stomp.utils import Frame, parse_frame
 
+from harness.clusterkit import api
 from harness.nodes import NodeProcess
 
 TIMEOUT = 5.0
@@ -451,8 +452,13 @@ def make_token(sub: str = "carol", *, secret: str = JWT_SECRET, expires_in: int 
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-JWT_CONFIG = {"auth": {"mode": "jwt", "jwt": {"secret": JWT_SECRET}}}
-STATIC_CONFIG = {"auth": {"mode": "static", "users": {"alice": "secret", "bob": "hunter2"}}}
+# Logged-in users may send and subscribe anywhere (a production login denies by default).
+ANY_DESTINATION = {"rules": [{"destination": "/**", "allow": "authenticated"}]}
+JWT_CONFIG = {"auth": {"mode": "jwt", "jwt": {"secret": JWT_SECRET}}, "authorization": ANY_DESTINATION}
+STATIC_CONFIG = {
+    "auth": {"mode": "static", "users": {"alice": "secret", "bob": "hunter2"}},
+    "authorization": ANY_DESTINATION,
+}
 
 
 def unacked_limit(n: int) -> dict[str, Any]:
@@ -906,3 +912,77 @@ def test_malformed_frame_gets_error_and_close(node, clients, transport) -> None:
     if transport == "ws":
         assert close_code == 1002  # protocol error
     bystander.assert_alive()
+
+
+# ------------------------------------------------------------ authorization
+
+AUTHORIZED_CONFIG = {
+    "auth": {"mode": "static", "users": {"alice": "a", "bob": "b", "root": "r"}},
+    "authorization": {
+        "roles": {"admin": ["root"]},
+        "rules": [
+            {"destination": "/topic/admin/**", "roles": ["admin"]},
+            {"subscribe": "/topic/**", "allow": "authenticated"},
+            {"send": "/topic/chat", "allow": "authenticated"},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_authorization_rules_and_the_sender_header(node_factory, clients, transport) -> None:
+    """stomp.py sees what the rules allow go through with a sender it cannot forge,
+    and an ERROR naming the frame for what they deny, then the close."""
+    node = node_factory(AUTHORIZED_CONFIG)
+    alice = clients(node, transport, login="alice", passcode="a")
+    root = clients(node, transport, login="root", passcode="r")
+    alice.subscribe("/topic/chat")
+    root.subscribe("/topic/admin/news")
+
+    bob = clients(node, transport, login="bob", passcode="b")
+    bob.send("/topic/chat", "hello", headers={"sender": "root", "Server-Sent": "true"})
+    message = alice.next_message()
+    assert (message.body, message.headers["sender"]) == ("hello", "bob")
+    assert "server-sent" not in {name.lower() for name in message.headers}
+
+    bob.send("/topic/admin/news", "not for you", wait=False)
+    assert bob.rec.error().headers["message"] == "access denied: SEND /topic/admin/news"
+    bob.rec.wait_disconnected()
+
+    sneaky = clients(node, transport, login="alice", passcode="a")
+    sneaky.conn.subscribe("/topic/**", id="all")  # would take the admin topic too
+    assert sneaky.rec.error().headers["message"] == "access denied: SUBSCRIBE /topic/**"
+    sneaky.rec.wait_disconnected()
+
+    root.send("/topic/admin/news", "fence")
+    assert [m.body for m in root.messages_until("fence")] == []  # bob's message never arrived
+    alice.send("/topic/chat", "still here")
+    assert alice.next_message().body == "still here"  # the others' sessions go on
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_production_login_without_rules_denies(node_factory, clients, transport) -> None:
+    node = node_factory({"auth": {"mode": "static", "users": {"alice": "a"}}})
+    alice = clients(node, transport, login="alice", passcode="a")
+    alice.conn.subscribe("/topic/x", id="1")
+    assert alice.rec.error().headers["message"] == "access denied: SUBSCRIBE /topic/x"
+
+
+def test_a_session_ends_with_its_token(node_factory, clients) -> None:
+    node = node_factory(JWT_CONFIG)
+    carol = clients(node, "ws", login=None, passcode=make_token("carol", expires_in=2))
+    assert carol.rec.stays_connected(1.0)
+    assert carol.rec.error(timeout=5).headers["message"] == "token expired"
+    carol.rec.wait_disconnected()
+
+
+def test_what_the_api_publishes_is_marked_server_sent(node, clients) -> None:
+    alice = clients(node, "tcp")
+    alice.subscribe("/topic/news")
+    status, _ = api(node, "POST", "/api/publish", {"destination": "/topic/news", "payload": "backend"})
+    assert status == 200
+    message = alice.next_message()
+    assert message.headers["server-sent"] == "true" and "sender" not in message.headers
+    forged = {"destination": "/topic/news", "headers": {"Sender": "x"}}
+    status, reply = api(node, "POST", "/api/publish", forged)
+    assert status == 400 and "set by the broker" in reply["error"], reply

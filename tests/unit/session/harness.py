@@ -326,6 +326,7 @@ def make_env(
     limits: SessionLimits | None = None,
     heartbeat: HeartbeatSettings | None = None,
     destinations: DestinationSettings | None = None,
+    **broker_kw: Any,
 ) -> Env:
     settings_obj = BrokerSettings()
     if limits is not None:
@@ -334,7 +335,7 @@ def make_env(
         settings_obj.heartbeat = heartbeat
     if destinations is not None:
         settings_obj.destinations = destinations
-    return Env(Broker(settings_obj, authenticator or DevAuthenticator()))
+    return Env(Broker(settings_obj, authenticator or DevAuthenticator(), **broker_kw))
 
 
 VERSIONS = ("1.0", "1.1", "1.2")

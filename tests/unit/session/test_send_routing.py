@@ -188,6 +188,7 @@ class TestMessageHeaders:
                 "content-type",
                 "priority",
                 "content-length",
+                "sender",  # written by the broker: the sender's user name
             ]
         )
         headers = received.frame.headers
