@@ -46,6 +46,7 @@ npm_install() {  # npm packages of a folder, again only when its package.json ch
 # The chat example's page libraries (sockjs-client, stompjs, ...) come from npm.
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 npm_install examples/chat/public
+npm_install examples/greeting/public
 
 if [ "$what" = test ]; then
   # The cluster tests start their own redis-server processes (and redis-cli --cluster create).

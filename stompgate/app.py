@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
+from .application import PythonApplication
 from .broker import (
     Broker,
     BrokerSettings,
@@ -29,6 +30,7 @@ from .config import Config, startup_warnings
 from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
+from .origins import OriginPolicy
 from .sockjs import SockJSEndpoint, SockJSOptions
 from .sockjs.settings import SockJSSettings
 from .transport.httpsite import GatedSite, handler_kwargs
@@ -96,6 +98,10 @@ class Node:
         self._budget_timer: asyncio.TimerHandle | None = None
         self._outbounds: set[WebSocketOutbound] = set()
         self._sockjs: list[SockJSEndpoint] = []
+        self.application: PythonApplication | None = None
+        if config.destinations.application_prefixes:
+            self.application = PythonApplication(self.broker)
+            self.broker.application = self.application
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
         self.gate = self._make_gate()
@@ -118,15 +124,19 @@ class Node:
     def _make_app(self) -> web.Application:
         cfg = self.config
         app = web.Application(client_max_size=cfg.stomp.max_frame_size + 64 * 1024)
-        handler = websocket_handler(self.broker, cfg.server.max_outbound_buffer, self._outbounds)
+        origins = OriginPolicy(cfg.server.allowed_origins)
+        handler = websocket_handler(self.broker, cfg.server.max_outbound_buffer, self._outbounds, origins)
         for path in cfg.server.websocket_paths:
             app.router.add_get(path, handler)
         for sj in cfg.server.sockjs:
             settings = {f.name: getattr(sj, f.name) for f in dataclasses.fields(SockJSSettings)}
+            if sj.allowed_origins is None:
+                settings["allowed_origins"] = list(cfg.server.allowed_origins)
             options = SockJSOptions(
                 **settings,
                 max_message_size=sockjs_message_limit(cfg.stomp.max_frame_size),
                 body_timeout_s=cfg.server.connections.body_timeout_s,
+                credential_cookies=(cfg.auth.cookie,) if cfg.auth.cookie else (),
             )
             endpoint = stomp_sockjs_endpoint(self.broker, sj.path, options, cfg.server.max_outbound_buffer)
             endpoint.add_routes(app.router)
@@ -139,7 +149,9 @@ class Node:
         app.router.add_get("/ready", self.ready)
         for static in cfg.server.static:
             self._add_static(app, static.path.rstrip("/"), static.dir)
-        context = NodeContext(app, self.broker, self.bus, self.node_id, cfg.server.connections.body_timeout_s)
+        context = NodeContext(
+            app, self.broker, self.bus, self.node_id, cfg.server.connections.body_timeout_s, self.application
+        )
         for path in cfg.server.extensions:
             load_extension(path, context)
         return app
@@ -267,6 +279,8 @@ class Node:
         for timer in (self._expiry, self._budget_timer):
             if timer is not None:
                 timer.cancel()
+        if self.application is not None:
+            await self.application.stop()
         await self.bus.stop()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -30,6 +30,7 @@ from .broker.names import canonical, header_problem, is_reserved, reserved_heade
 from .broker.settings import DestinationSettings, HeartbeatSettings, RateLimit, SessionLimits
 from .bus.address import Address
 from .bus.base import OfflineLimits
+from .origins import origin_problem
 from .sockjs.settings import SockJSSettings
 
 ENV_PREFIX = "STOMPGATE_"
@@ -70,11 +71,7 @@ class SockJSConfig(SockJSSettings):
         _positive(self.heartbeat_s, f"{path}.heartbeat_s", problems)
         _positive(self.disconnect_delay_s, f"{path}.disconnect_delay_s", problems)
         _positive(self.streaming_limit, f"{path}.streaming_limit", problems)
-        for i, origin in enumerate(self.allowed_origins):
-            if origin != "*" and "://" not in origin:
-                problems.append(
-                    f"{path}.allowed_origins[{i}]: expected '*' or scheme://host[:port], got {origin!r}"
-                )
+        _origins(self.allowed_origins or [], f"{path}.allowed_origins", problems)
 
 
 @dataclass
@@ -131,6 +128,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     websocket_paths: list[str] = field(default_factory=lambda: ["/ws"])
+    # Pages that may open a WebSocket or SockJS session (stompgate/origins.py); empty:
+    # the same origin only, as Spring's default. A SockJS endpoint may set its own.
+    allowed_origins: list[str] = field(default_factory=list)
     sockjs: list[SockJSConfig] = field(default_factory=list)
     static: list[StaticConfig] = field(default_factory=list)
     # Python files whose setup(node) adds HTTP routes (an application's endpoints).
@@ -151,6 +151,7 @@ class ServerConfig:
         _port(self.port, f"{path}.port", problems)
         _positive(self.workers, f"{path}.workers", problems)
         _port(self.tcp.port, f"{path}.tcp.port", problems)
+        _origins(self.allowed_origins, f"{path}.allowed_origins", problems)
         for i, ws_path in enumerate(self.websocket_paths):
             if not ws_path.startswith("/"):
                 problems.append(f"{path}.websocket_paths[{i}]: must start with '/', got {ws_path!r}")
@@ -230,6 +231,15 @@ class DestinationsConfig(DestinationSettings):
             problems.append(
                 f"{path}.user_prefix: must start with '/' and not be '/', got {self.user_prefix!r}"
             )
+        for i, prefix in enumerate(self.application_prefixes):
+            key = f"{path}.application_prefixes[{i}]"
+            if not prefix.startswith("/") or prefix == "/":
+                problems.append(f"{key}: must start with '/' and not be '/', got {prefix!r}")
+            whole = prefix if prefix.endswith("/") else prefix + "/"  # as DestinationRules reads it
+            if any(whole.startswith(p) or p.startswith(whole) for p in self.broker_prefixes):
+                problems.append(f"{key}: {prefix!r} overlaps a broker prefix")
+            elif whole.startswith(self.user_prefix) or self.user_prefix.startswith(whole):
+                problems.append(f"{key}: {prefix!r} overlaps user_prefix")
         if self.path_separator not in ("/", "."):
             problems.append(f"{path}.path_separator: must be '/' or '.', got {self.path_separator!r}")
 
@@ -577,6 +587,13 @@ def startup_warnings(config: Config) -> list[str]:
 
 
 # ----------------------------------------------------------------- validation
+
+
+def _origins(entries: list[str], key: str, problems: list[str]) -> None:
+    for i, entry in enumerate(entries):
+        problem = origin_problem(entry)
+        if problem is not None:
+            problems.append(f"{key}[{i}]: {problem}")
 
 
 def _port(value: int, key: str, problems: list[str]) -> None:

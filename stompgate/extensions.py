@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
+from .application import Handler, MessagingError, PythonApplication, mapping_decorator
+from .broker.authz import SEND, SUBSCRIBE
 from .broker.destinations import DestinationError
 from .broker.names import destination_problem, header_problem, is_reserved, user_name_problem
 from .convert import to_body
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from .bus.contract import ClusterBus
 
 
-__all__ = ["BadRequest", "ExtensionError", "NodeContext", "load_extension"]
+__all__ = ["BadRequest", "ExtensionError", "MessagingError", "NodeContext", "load_extension"]
 
 
 class ExtensionError(Exception):
@@ -36,7 +39,8 @@ class ExtensionError(Exception):
 
 
 class NodeContext:
-    """What an extension's ``setup`` receives: the aiohttp app and a small sending API."""
+    """What an extension's ``setup`` receives: the aiohttp app, a small sending API, and
+    the registration of handlers for application destinations (``stompgate/application.py``)."""
 
     def __init__(
         self,
@@ -45,12 +49,42 @@ class NodeContext:
         bus: ClusterBus,
         node_id: str,
         body_timeout_s: float = 15.0,
+        application: PythonApplication | None = None,
     ) -> None:
         self.app = app
         self.broker = broker
         self.bus = bus
         self.node_id = node_id
         self.body_timeout_s = body_timeout_s
+        self.application = application
+
+    def message_mapping(
+        self,
+        template: str,
+        *,
+        send_to: str | None = None,
+        send_to_user: str | None = None,
+        broadcast: bool = True,
+        errors: Literal["message", "frame"] = "message",
+    ) -> Callable[[Handler], Handler]:
+        """Decorate a handler for SENDs to ``<application prefix><template>`` (Spring's
+        ``@MessageMapping``, with ``@SendTo`` / ``@SendToUser`` as options)."""
+        options = {"send_to": send_to, "send_to_user": send_to_user, "broadcast": broadcast, "errors": errors}
+        return mapping_decorator(self._application(), SEND, template, **options)
+
+    def subscribe_mapping(
+        self, template: str, *, errors: Literal["message", "frame"] = "message"
+    ) -> Callable[[Handler], Handler]:
+        """Decorate a handler whose return value is the one reply to a SUBSCRIBE to
+        ``<application prefix><template>`` (Spring's ``@SubscribeMapping``)."""
+        return mapping_decorator(self._application(), SUBSCRIBE, template, errors=errors)
+
+    def _application(self) -> PythonApplication:
+        if self.application is None:
+            raise ExtensionError(
+                "handlers need destinations.application_prefixes in the config (e.g. [/app])"
+            )
+        return self.application
 
     def user_of(self, request: web.Request) -> str:
         """The request's user, by the node's authenticator; raises ``AuthError``."""

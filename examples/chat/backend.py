@@ -18,13 +18,15 @@ node serves, so it cannot be downloaded.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
 
+from stompgate.application import InboundMessage
 from stompgate.broker.auth import AuthError
 from stompgate.bus.base import BusUnavailable
-from stompgate.extensions import BadRequest, NodeContext
+from stompgate.extensions import BadRequest, MessagingError, NodeContext
 
 CHAT = "/topic/reply"  # the seed's WebSocketChannelEnum.CHAT subscribe URL
 
@@ -88,3 +90,26 @@ def setup(node: NodeContext) -> None:
 
     node.app.router.add_post("/wsTemplate/sendToUser", send_to_user)
     node.app.router.add_post("/wsTemplate/pullUnreadMessage", pull_unread)
+
+    if node.application is not None:  # destinations.application_prefixes: [/message], as the seed
+
+        @node.message_mapping("/sendToUser")
+        async def send_to_user_over_stomp(msg: InboundMessage) -> None:
+            """SEND /message/sendToUser {"receiver": ..., "msg": ...}: the same as the POST,
+            over STOMP alone; a problem goes to the sender's /user/queue/errors."""
+            data = msg.payload
+            if isinstance(data, str):  # stompjs 2.x sends no content-type: JSON in a text body
+                try:
+                    data = json.loads(data)
+                except ValueError:
+                    raise MessagingError("the body must be JSON: {receiver, msg}") from None
+            if not isinstance(data, dict):
+                raise MessagingError("the body must be a JSON object: {receiver, msg}")
+            receiver, text = data.get("receiver"), data.get("msg", "")
+            if not isinstance(receiver, str) or not receiver.strip() or not isinstance(text, str):
+                raise MessagingError("receiver (a user name) and msg (text) are required")
+            try:
+                content = {"content": f"{msg.user} say: {text}"}
+                await node.convert_and_send_to_user(receiver.strip(), CHAT, content)
+            except ValueError as exc:
+                raise MessagingError(f"receiver: {exc}") from None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .application import Application, NoApplication
 from .auth import Authenticator
 from .authz import Authorizer
 from .destinations import DestinationRules, has_wildcard
@@ -124,7 +125,9 @@ class Broker:
         self.reserved = reserved_headers(self.sender_header)
         self.server_name = server_name
         where = settings.destinations
-        self.rules = DestinationRules(where.broker_prefixes, where.user_prefix)
+        self.rules = DestinationRules(where.broker_prefixes, where.user_prefix, where.application_prefixes)
+        # Where SENDs to application destinations go (extensions register handlers on it).
+        self.application: Application = NoApplication()
         self.open_sessions: dict[Session, None] = {}  # every live session, CONNECTed or not
         self.sessions: dict[str, Session] = {}  # CONNECTed sessions by id
         self.topics = SubscriptionIndex(where.path_separator)
@@ -358,6 +361,21 @@ class Broker:
             out.append((size, session))
             total -= size
         return out
+
+    def deliver_to_session(self, session_id: str, message: Message) -> int:
+        """A user message for one session only (Spring's ``@SendToUser(broadcast=false)``):
+        its subscriptions to the message's user destination, on this node."""
+        session = self.sessions.get(session_id)
+        entry = self.users.get(message.user) if message.user is not None else None
+        if session is None or entry is None or session.user != message.user:
+            return 0
+        count = 0
+        for sub in list(entry.subscriptions.get(message.destination, ())):
+            if sub.session is session:
+                session.deliver(sub, message)
+                count += 1
+        self.stats.messages_delivered += count
+        return count
 
     def dispatch(self, message: Message) -> int:
         """Deliver to the matching subscriptions held by this node; where a message is routed."""

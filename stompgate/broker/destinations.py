@@ -24,6 +24,7 @@ class Target:
 
     destination: str
     user: str | None = None
+    application: bool = False  # an application destination: the application takes it
 
 
 def encode_user(name: str) -> str:
@@ -32,9 +33,20 @@ def encode_user(name: str) -> str:
 
 
 class DestinationRules:
-    def __init__(self, broker_prefixes: list[str], user_prefix: str = "/user/") -> None:
+    """Where a destination a client names goes: the broker (publish-subscribe), a
+    user's destinations, or the application (``application_prefixes``)."""
+
+    def __init__(
+        self,
+        broker_prefixes: list[str],
+        user_prefix: str = "/user/",
+        application_prefixes: list[str] | None = None,
+    ) -> None:
         if not user_prefix.endswith("/"):
             user_prefix += "/"
+        # As Spring: "/app" is "/app/", so "/application/x" is not under it.
+        prefixes = application_prefixes or []
+        self.application_prefixes = tuple(p if p.endswith("/") else p + "/" for p in prefixes)
         self.broker_prefixes = tuple(broker_prefixes)
         self.user_prefix = user_prefix
         # "/user/queue/x" is what a client subscribes to and sees in MESSAGE frames.
@@ -42,6 +54,13 @@ class DestinationRules:
 
     def is_broker(self, destination: str) -> bool:
         return destination.startswith(self.broker_prefixes)
+
+    def application_path(self, destination: str) -> str | None:
+        """``/hello`` for ``/app/hello`` when ``/app`` is an application prefix, else None."""
+        for prefix in self.application_prefixes:
+            if destination.startswith(prefix):
+                return destination[len(prefix) - 1 :]
+        return None
 
     def _prefixes_text(self) -> str:
         return ", ".join(self.broker_prefixes)
@@ -61,6 +80,8 @@ class DestinationRules:
 
     def send_target(self, destination: str) -> Target:
         """Resolve a SEND destination, or raise :class:`DestinationError`."""
+        if self.application_prefixes and self.application_path(destination) is not None:
+            return Target(destination, application=True)
         if destination.startswith(self.user_prefix):
             rest = destination[len(self.user_prefix) :]
             name, slash, tail = rest.partition("/")
@@ -85,6 +106,8 @@ class DestinationRules:
 
     def subscribe_target(self, destination: str) -> Target:
         """Resolve a SUBSCRIBE destination; ``user`` is set to ``""`` for own-user ones."""
+        if self.application_prefixes and self.application_path(destination) is not None:
+            return Target(destination, application=True)
         if destination.startswith(self.user_prefix):
             tail = destination[len(self.user_root) :]
             if not self.is_broker(tail):

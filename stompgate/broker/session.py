@@ -27,12 +27,20 @@ from ..logs import RateLimitedLog
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
 from ..stomp.headers import escape
 from .acks import Acks, check_issued
+from .application import AppCall
 from .auth import AuthError, Credentials, login
 from .authz import ANONYMOUS, SEND, SUBSCRIBE, Denied
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .errors import StompSessionError, required
 from .heartbeats import Heartbeats, negotiate
-from .names import RESERVED, RESERVED_HEADERS, destination_problem, header_name_verdict, user_name_problem
+from .names import (
+    RESERVED,
+    RESERVED_HEADERS,
+    destination_problem,
+    header_name_verdict,
+    is_reserved,
+    user_name_problem,
+)
 from .ports import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -459,20 +467,76 @@ class Session:
                 headers[name] = value
             elif verdict is not RESERVED:  # headers the broker writes are dropped, however spelled
                 raise StompSessionError(verdict)
-        message = self.broker.message(target.destination, headers, frame.body, target.user, sender=self.user)
-        message.size = self._frame_size + MESSAGE_OVERHEAD
+        size = self._frame_size + MESSAGE_OVERHEAD
         receipt = frame.headers.get("receipt") if "transaction" not in frame.headers else None
-        self.inflight += message.size
-        if receipt is None and not self._committing:
-            self.broker.publish(message, None, self)
-        else:
+        slot = None
+        if receipt is not None or self._committing:
             slot = ReceiptSlot(receipt, False)
             self._wait_receipt(slot)
-            self.broker.publish(message, lambda error: self._confirmed(slot, error), self)
+        self.inflight += size
+        if target.application:
+            self._call_application(SEND, target.destination, headers, frame.body, None, size, slot)
+        else:
+            message = self.broker.message(
+                target.destination, headers, frame.body, target.user, sender=self.user
+            )
+            message.size = size
+            if slot is None:
+                self.broker.publish(message, None, self)
+            else:
+                self.broker.publish(message, lambda error: self._confirmed(slot, error), self)
+        self._check_flow()
+
+    def _check_flow(self) -> None:
         # Flow control needs at least an eighth of the share held (Broker.flow_blocked).
         if self.inflight > self._flow_floor and self.state is not _CLOSED and self.broker.flow_blocked(self):
             self._pause(_FLOW)
             self.broker.wait_for_room(self)
+
+    def _call_application(
+        self,
+        frame: str,
+        destination: str,
+        headers: dict[str, str],
+        body: bytes,
+        sub_id: str | None,
+        size: int,
+        slot: ReceiptSlot | None,
+    ) -> None:
+        """Hand a SEND or SUBSCRIBE to an application destination to the application.
+
+        It counts against the session's in-flight share until the application is
+        done, so a client cannot pile up handler calls faster than they finish.
+        """
+        path = self.broker.rules.application_path(destination)
+        assert path is not None
+
+        def finish(error: str | None) -> None:
+            self.settle(size)
+            if self.state is _CLOSED:
+                return
+            if error is not None:
+                self.fail(error, receipt=slot.receipt if slot is not None else None, code=CLOSE_POLICY)
+            elif slot is not None:
+                slot.ready = True
+                self._flush_receipts()
+
+        reply = (lambda message: self._reply(sub_id, message)) if sub_id is not None else _no_reply
+        call = AppCall(
+            frame, destination, path, headers, body, self.principal, self.id, sub_id, size, finish, reply
+        )
+        self.broker.application.handle(call)
+
+    def _reply(self, sub_id: str, message: Message) -> None:
+        """One MESSAGE on a subscription the session does not keep (``@SubscribeMapping``)."""
+        if self.state is _CLOSED:
+            return
+        once = Subscription(self, sub_id, message.destination, "auto", None, self._head(sub_id))
+        self.deliver(once, message)
+
+    def _head(self, sub_id: str) -> bytes:
+        """The start of every MESSAGE frame for subscription ``sub_id``, encoded once."""
+        return b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
 
     def _subscribe_target(self, frame: Frame, destination: str) -> tuple[str, str | None]:
         """What a SUBSCRIBE listens to (a destination, and the user for ``/user/...``);
@@ -511,9 +575,21 @@ class Session:
         ack = frame.headers.get("ack", "auto")
         if ack not in ACK_MODES:
             raise StompSessionError(f"invalid ack mode {ack!r}: use auto, client or client-individual")
+        if self.broker.rules.application_path(destination) is not None:
+            # One reply from the application, on this id; nothing is kept (Spring's @SubscribeMapping).
+            self._authorize(SUBSCRIBE, destination)
+            slot = None
+            if self._receipt_of is not None:
+                slot, self._receipt_of = ReceiptSlot(self._receipt_of, False), None
+                self._wait_receipt(slot)
+            size = self._frame_size + MESSAGE_OVERHEAD
+            self.inflight += size
+            headers = {k: v for k, v in frame.headers.items() if not is_reserved(k, self.broker.reserved)}
+            self._call_application(SUBSCRIBE, destination, headers, b"", sub_id, size, slot)
+            self._check_flow()
+            return
         listened, user = self._subscribe_target(frame, destination)
-        head = b"MESSAGE\nsubscription:" + escape(sub_id, self.version).encode("utf-8") + b"\nmessage-id:"
-        sub = Subscription(self, sub_id, listened, ack, user, head)
+        sub = Subscription(self, sub_id, listened, ack, user, self._head(sub_id))
         self.subscriptions[sub_id] = sub
         if ack != "auto" and self._acks is None:
             self._acks = Acks()
@@ -769,3 +845,7 @@ class Session:
         if self._acks is not None:
             self._acks.unacked.clear()
         self.broker.detach(self)
+
+
+def _no_reply(message: Message) -> None:
+    raise RuntimeError("a SEND has no subscription to reply on")

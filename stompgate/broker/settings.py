@@ -26,6 +26,9 @@ class DestinationSettings:
 
     broker_prefixes: list[str] = field(default_factory=lambda: ["/topic", "/queue"])
     user_prefix: str = "/user/"
+    # Spring's setApplicationDestinationPrefixes: SENDs here go to the application's
+    # handlers (Python ones in an extension), never to the broker.
+    application_prefixes: list[str] = field(default_factory=list)
     # '/' as Spring's AntPathMatcher by default; '.' for RabbitMQ-style destinations.
     path_separator: str = "/"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import HttpVersion11, WSMsgType, web
 
+from ..origins import OriginPolicy
 from ..wsio import WAKE, ReadGate, close_reason, wake, write_message
 from .frames import PayloadError, decode_payload, json_string
 from .session import Connection, Handler, RequestInfo, Session, State
@@ -87,6 +89,9 @@ class SockJSOptions(SockJSSettings):
     max_message_size: int = 1024 * 1024
     # A send (xhr_send, jsonp_send) whose body takes longer gets 408 and its connection closes.
     body_timeout_s: float = 15.0
+    # Cookies that carry the user's credential (auth.cookie): with the Authorization
+    # header and the client's address, they make who owns a session (see _owner).
+    credential_cookies: tuple[str, ...] = ()
 
 
 class _Refused(Exception):
@@ -273,8 +278,10 @@ class SockJSEndpoint:
         page = (_IFRAME_PAGE % self.options.client_url).encode("utf-8")
         self._iframe = page
         self._iframe_etag = '"' + hashlib.md5(page).hexdigest() + '"'
-        self._any_origin = "*" in self.options.allowed_origins
-        self._origins = frozenset(o.rstrip("/") for o in self.options.allowed_origins)
+        allowed = self.options.allowed_origins
+        self._origins = OriginPolicy(["*"] if allowed is None else allowed)
+        # session id -> who opened it (_owner), for the sessions of the HTTP transports
+        self._owners: dict[str, bytes] = {}
         self._receivers: dict[
             str, tuple[str, Callable[[web.Request, str], Awaitable[web.StreamResponse]]]
         ] = {
@@ -344,11 +351,23 @@ class SockJSEndpoint:
             raise _Refused(_empty(405, {"Allow": allowed}))
 
     def _check_origin(self, request: web.Request) -> None:
-        if self._any_origin:
-            return
         origin = request.headers.get("Origin")
-        if origin is not None and origin.rstrip("/") not in self._origins:
+        if not self._origins.allows(origin, request.headers.get("Host")):
             raise _Refused(_plain(403, f"origin {origin} is not allowed"))
+
+    def _owner(self, request: web.Request) -> bytes:
+        """Who a request speaks for: its credential (Authorization, the credential
+        cookies) and the client's address. A session's id travels in URLs, so
+        anyone who learns it could otherwise read and write that session."""
+        parts = [request.remote or "", request.headers.get("Authorization", "")]
+        parts += [request.cookies.get(name, "") for name in self.options.credential_cookies]
+        return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
+
+    def _check_owner(self, request: web.Request, session_id: str) -> None:
+        """404 for a request about a session someone else opened, as Spring answers."""
+        owner = self._owners.get(session_id)
+        if owner is not None and not hmac.compare_digest(owner, self._owner(request)):
+            raise _Refused(_empty(404))
 
     def _cors(self, request: web.Request, headers: dict[str, str]) -> dict[str, str]:
         origin = request.headers.get("Origin")
@@ -426,11 +445,13 @@ class SockJSEndpoint:
                 on_gone=self._gone,
             )
             self.sessions[session_id] = session
+            self._owners[session_id] = self._owner(request)
         return session
 
     def _gone(self, session: Session) -> None:
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+            self._owners.pop(session.id, None)
 
     async def _receive(
         self,
@@ -443,6 +464,7 @@ class SockJSEndpoint:
         prelude: bytes = b"",
     ) -> web.StreamResponse:
         self._check_origin(request)
+        self._check_owner(request, session_id)
         response = web.StreamResponse(headers=self._session_headers(request, content_type))
         if request.version < HttpVersion11:
             # Neither length nor chunks on HTTP/1.0: only closing the connection ends the body.
@@ -539,6 +561,7 @@ class SockJSEndpoint:
         session = self.sessions.get(session_id)
         if session is None:
             return _empty(404)
+        self._check_owner(request, session_id)
         text = (await self._body(request)).decode("utf-8", "replace")
         if form and request.content_type == "application/x-www-form-urlencoded":
             text = parse_qs(text, keep_blank_values=True).get("d", [""])[0]

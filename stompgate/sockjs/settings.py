@@ -7,7 +7,7 @@ what the node derives from the rest of its config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # sockjs-client 1.x from a CDN, as Spring's default (SockJsServiceRegistration.setClientLibraryUrl).
 DEFAULT_CLIENT_URL = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
@@ -29,5 +29,8 @@ class SockJSSettings:
     streaming_limit: int = 128 * 1024
     # sockjs-client loaded by the iframe page of the iframe-based transports.
     client_url: str = DEFAULT_CLIENT_URL
-    # Origins allowed to use the endpoint ("*": any), e.g. "https://app.example.com".
-    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
+    # Page origins allowed to use the endpoint (stompgate/origins.py): exact
+    # (https://app.example.com), patterns (https://*.example.com), "null", "*".
+    # None: any on a bare SockJS endpoint; a stompgate node puts server.allowed_origins
+    # there (same origin only by default).
+    allowed_origins: list[str] | None = None

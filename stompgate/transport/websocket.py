@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from ..broker.session import Session
+from ..logs import RateLimitedLog
+from ..origins import OriginPolicy
 from ..wsio import WAKE, ReadGate, close_reason, frame_header, wake, write_message
 from .batching import TurnBatcher
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from ..broker import Broker
 
 log = logging.getLogger(__name__)
+# Any page can make a browser try: a line each, a flood counted.
+_refused = RateLimitedLog(log, "refused handshakes", level=logging.INFO, burst=20, interval_s=60.0)
 
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 
@@ -81,9 +85,14 @@ class WebSocketOutbound(TurnBatcher):
 
 
 def websocket_handler(
-    broker: Broker, max_outbound_buffer: int, open_outbounds: set[WebSocketOutbound]
+    broker: Broker,
+    max_outbound_buffer: int,
+    open_outbounds: set[WebSocketOutbound],
+    origins: OriginPolicy | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An aiohttp handler running one STOMP session per WebSocket."""
+    """An aiohttp handler running one STOMP session per WebSocket; a page from an
+    origin ``origins`` does not allow gets 403 before the handshake."""
+    origins = origins or OriginPolicy(["*"])
     # A frame may span many WebSocket messages; one message may also carry a frame
     # somewhat over the limit, which the parser then refuses with an ERROR. Only
     # far larger messages are cut off by aiohttp itself (close 1009, no ERROR).
@@ -98,6 +107,11 @@ def websocket_handler(
                 {"error": "this is a STOMP-over-WebSocket endpoint: open it with a WebSocket client"},
                 status=400,
             )
+        origin = request.headers.get("Origin")
+        if not origins.allows(origin, request.headers.get("Host")):
+            remote = request.remote or ""
+            _refused.log("handshake from %s refused: origin %s is not allowed", remote, origin, key=remote)
+            return web.json_response({"error": f"origin {origin} is not allowed"}, status=403)
         await ws.prepare(request)
         transport = request.transport
         if transport is None:

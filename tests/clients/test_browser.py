@@ -158,3 +158,33 @@ def test_two_tabs_of_one_browser_are_two_users(cluster: dict[str, Any]) -> None:
     bob = alice.replace("alice-", "bob-")
     assert report["aliceLog"].count(f"{bob} say: hello alice") == 1
     assert report["errors"] == []
+
+
+def test_the_greeting_example_and_a_page_from_another_origin(node_factory, tmp_path: Path) -> None:
+    """Spring's getting-started page, answered by a Python handler, in Chromium; a page
+    of another origin cannot open a session with the node (the node refuses its
+    handshake, as Spring's default same-origin check does)."""
+    assert Path(CHROMIUM).exists(), "chromium is needed: scripts/bootstrap.sh test installs it"
+    greeting = ROOT / "examples" / "greeting"
+    node = node_factory(
+        {
+            "server": {
+                "websocket_paths": ["/gs-guide-websocket"],
+                "static": [{"path": "/greeting", "dir": str(greeting / "public")}],
+                "extensions": [str(greeting / "handlers.py")],
+            },
+            "destinations": {"application_prefixes": ["/app"]},
+        }
+    )
+    shot = tmp_path / "greeting.png"  # what the page showed, kept with the test's files
+    report = run_scenario(
+        "browser_greeting.js",
+        [node.http_url, f"http://localhost:{node.port}", str(shot)],
+        timeout=90,
+        server_log=node.log,
+        needs=("playwright-core",),
+    )
+    assert report["greetings"] == ["Hello, Ada!", "Hello, <b>Grace</b>!"], report
+    assert report["pageErrors"] == [], report
+    assert report["foreign"] == "error", report  # the handshake failed: no byte of STOMP came back
+    assert f"origin http://localhost:{node.port} is not allowed" in node.log()

@@ -14,20 +14,12 @@
 // distinctNodes (reconnect bob until he is on another node than alice).
 
 const crypto = require('crypto');
-const { chromium } = require('playwright-core');
+const { launchChromium } = require('./chromium');
 
 const [, , scenario, base, rawOptions] = process.argv;
 const options = JSON.parse(rawOptions || '{}');
 const TAG = crypto.randomBytes(3).toString('hex');
 const WAIT_MS = 15000;
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -235,7 +227,7 @@ async function main() {
   const run = scenarios[scenario];
   if (!run) throw new Error(`unknown scenario ${scenario}`);
   const report = { ok: false, scenario, options };
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
+  const browser = await launchChromium();
   const deadline = setTimeout(() => {
     console.log(JSON.stringify({ ...report, ok: false, error: 'scenario took longer than 90 s' }));
     process.exit(1);

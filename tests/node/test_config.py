@@ -28,7 +28,7 @@ def problems(tmp_path: Path, data: object, env: dict[str, str] | None = None) ->
 def test_top_level_config_is_valid_and_single_node() -> None:
     config = load_config(ROOT / "config.yaml", env={})
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8080)
-    assert config.server.websocket_paths == ["/ws"]
+    assert config.server.websocket_paths == ["/ws", "/gs-guide-websocket"]  # the second: the greeting example
     assert config.auth.mode == "dev"
 
 
@@ -54,6 +54,36 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             "auth.users: required when auth.mode is static",
         ),
         ({"auth": {"mode": "magic"}}, "auth.mode: must be one of dev, static, jwt, got 'magic'"),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "authorization": {"rules": [{"send": "/a"}]}},
+            "authorization.rules[0]: needs either allow (anyone, authenticated or nobody) or users / roles",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "authorization": {"rules": [{"allow": "anyone"}]}},
+            "authorization.rules[0]: needs exactly one of send, subscribe, destination",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"},
+             "authorization": {"rules": [{"send": "topic", "allow": "everyone"}]}},
+            "authorization.rules[0].allow: must be one of anyone, authenticated, nobody",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"},
+             "destinations": {"application_prefixes": ["/topic/app"]}},
+            "destinations.application_prefixes[0]: '/topic/app' overlaps a broker prefix",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "server": {"allowed_origins": ["app.example"]}},
+            "server.allowed_origins[0]: expected '*', 'null' or scheme://host[:port]",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"sender_header": "Message-Id"}},
+            "stomp.sender_header: 'Message-Id': lower case, without surrounding blanks",
+        ),
+        (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"}, "stomp": {"sender_header": "message-id"}},
+            "stomp.sender_header: 'message-id' is a header the broker sets for another purpose",
+        ),
         ({"api": {"enabled": False}}, "auth.mode: required: one of dev, static, jwt"),
         ({"auth": {"mode": "dev"}}, "api.key: required when api.enabled is true"),
         (
@@ -95,7 +125,7 @@ def test_top_level_config_is_valid_and_single_node() -> None:
                 "api": {"key": "k"},
                 "server": {"sockjs": [{"path": "/s", "allowed_origins": ["example.com"]}]},
             },
-            "server.sockjs[0].allowed_origins[0]: expected '*' or scheme://host[:port]",
+            "server.sockjs[0].allowed_origins[0]: expected '*', 'null' or scheme://host[:port]",
         ),
         (
             {
@@ -248,7 +278,11 @@ def test_top_level_config_serves_the_chat_example() -> None:
     config = load_config(ROOT / "config.yaml", env={})
     assert [s.path for s in config.server.sockjs] == ["/chat-websocket"]
     assert Path(config.server.static[0].dir) == ROOT / "examples" / "chat" / "public"
-    assert config.server.extensions == [str(ROOT / "examples" / "chat" / "backend.py")]
+    assert config.server.extensions == [
+        str(ROOT / "examples" / "chat" / "backend.py"),
+        str(ROOT / "examples" / "greeting" / "handlers.py"),
+    ]
+    assert config.destinations.application_prefixes == ["/message", "/app"]  # the seed's, the guide's
     assert config.auth.cookie == "chat_user"
 
 

@@ -191,6 +191,7 @@ def chat_overrides() -> dict[str, Any]:
             "extensions": list(config.server.extensions),
         },
         "auth": {"mode": "dev", "cookie": config.auth.cookie},
+        "destinations": {"application_prefixes": list(config.destinations.application_prefixes)},
     }
 
 

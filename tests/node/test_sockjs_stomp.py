@@ -57,7 +57,9 @@ class Polling:
             return (await resp.text()).rstrip("\n")
 
     async def send(self, *frames: str) -> int:
-        async with self.http.post(self.url + "/xhr_send", data=json.dumps(list(frames))) as resp:
+        headers = {"Cookie": self.cookie} if self.cookie else {}  # a browser sends it on every request
+        body = json.dumps(list(frames))
+        async with self.http.post(self.url + "/xhr_send", data=body, headers=headers) as resp:
             return resp.status
 
     async def messages(self) -> list[str]:
@@ -248,6 +250,47 @@ async def test_slow_consumer_over_polling_is_closed(node_factory: Factory) -> No
         assert "slow consumer" in node.log()
 
 
+async def test_same_origin_by_default(node_factory: Factory) -> None:
+    """A page from another site cannot use the endpoints with the user's cookies:
+    every SockJS request and the WebSocket handshake are refused, as Spring does."""
+    node = node_factory(sockjs_node())
+    own = f"http://127.0.0.1:{node.port}"
+    async with aiohttp.ClientSession() as http:
+        for origin, status in [("http://evil.example", 403), (own, 200)]:
+            async with http.get(node.http_url + "/sj/info", headers={"Origin": origin}) as resp:
+                assert resp.status == status
+        evil = {"Origin": "http://evil.example"}
+        async with http.post(node.http_url + "/sj/0/abcd/xhr", headers=evil) as resp:
+            assert resp.status == 403
+        headers = {"Origin": "http://evil.example", "Cookie": "chat_user=alice"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(node.ws_url, headers=headers, protocols=["v12.stomp"])
+        assert info.value.status == 403
+        async with http.ws_connect(node.ws_url, headers={"Origin": own}, protocols=["v12.stomp"]) as ws:
+            await ws.send_str(frame("CONNECT", {"accept-version": "1.2", "login": "a"}))
+            assert (await asyncio.wait_for(ws.receive_str(), 5)).startswith("CONNECTED")
+    assert "origin http://evil.example is not allowed" in node.log()
+
+
+async def test_a_sockjs_session_belongs_to_whoever_opened_it(node_factory: Factory) -> None:
+    """The session id travels in URLs; a request for it with another user's cookie
+    gets 404 (Spring's answer), and the owner's session goes on untouched."""
+    node = node_factory(deep_merge(sockjs_node(), {"auth": {"mode": "dev", "cookie": "chat_user"}}))
+    async with aiohttp.ClientSession() as http:
+        alice = Polling(http, node, cookie="chat_user=alice")
+        assert await alice.poll() == "o"
+        mallory = Polling(http, node, cookie="chat_user=mallory")
+        mallory.url = alice.url  # the stolen id
+        async with http.post(mallory.url + "/xhr", headers={"Cookie": mallory.cookie}) as resp:
+            assert resp.status == 404
+        assert await mallory.send(frame("SEND", {"destination": "/topic/x"}, "forged")) == 404
+        async with http.post(alice.url + "/xhr") as resp:  # no cookie at all: someone else too
+            assert resp.status == 404
+        assert await alice.send(frame("CONNECT", {"accept-version": "1.2"})) == 204
+        (connected,) = await alice.messages()
+        assert connected.startswith("CONNECTED") and "user-name:alice" in connected
+
+
 async def test_allowed_origins(node_factory: Factory) -> None:
     node = node_factory(sockjs_node(allowed_origins=["http://app.example"]))
     async with aiohttp.ClientSession() as http:
@@ -272,7 +315,37 @@ CHAT_NODE = {
         "extensions": [str(ROOT / "examples" / "chat" / "backend.py")],
     },
     "auth": {"mode": "dev", "cookie": "chat_user"},
+    "destinations": {"application_prefixes": ["/message"]},  # as config.yaml, the seed's
 }
+
+
+async def test_chat_over_stomp_alone(node_factory: Factory) -> None:
+    """SEND /message/sendToUser {receiver, msg}, as the POST endpoint does: the
+    receiver's sessions get it, the sender hears of a bad request on /user/queue/errors."""
+    node = node_factory(CHAT_NODE)
+    async with aiohttp.ClientSession() as http:
+
+        async def connect(user: str) -> aiohttp.ClientWebSocketResponse:
+            cookie = {"Cookie": f"chat_user={user}"}
+            ws = await http.ws_connect(node.ws_url, headers=cookie, protocols=["v12.stomp"])
+            await ws.send_str(frame("CONNECT", {"accept-version": "1.2"}))
+            assert (await asyncio.wait_for(ws.receive_str(), 5)).startswith("CONNECTED")
+            return ws
+
+        alice, bob = await connect("alice"), await connect("bob")
+        for ws, destination in [(bob, "/user/topic/reply"), (alice, "/user/queue/errors")]:
+            await ws.send_str(frame("SUBSCRIBE", {"destination": destination, "id": "s", "receipt": "s"}))
+            assert "receipt-id:s" in await asyncio.wait_for(ws.receive_str(), 5)
+
+        body = json.dumps({"receiver": "bob", "msg": "hi over stomp"})
+        await alice.send_str(frame("SEND", {"destination": "/message/sendToUser"}, body))
+        got = await asyncio.wait_for(bob.receive_str(), 5)
+        assert got.startswith("MESSAGE") and json.loads(got.split("\n\n", 1)[1].rstrip("\0")) == {
+            "content": "alice say: hi over stomp"
+        }
+        await alice.send_str(frame("SEND", {"destination": "/message/sendToUser"}, '{"msg": "to nobody"}'))
+        error = await asyncio.wait_for(alice.receive_str(), 5)
+        assert "receiver (a user name) and msg (text) are required" in error
 
 
 async def test_chat_example_files_and_endpoints(node_factory: Factory) -> None:

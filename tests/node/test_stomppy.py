@@ -14,6 +14,7 @@ leave more messages unacknowledged than that ends the session with an ERROR.
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -986,3 +987,121 @@ def test_what_the_api_publishes_is_marked_server_sent(node, clients) -> None:
     forged = {"destination": "/topic/news", "headers": {"Sender": "x"}}
     status, reply = api(node, "POST", "/api/publish", forged)
     assert status == 400 and "set by the broker" in reply["error"], reply
+
+
+# --------------------------------------------------- application destinations
+
+HANDLERS = '''
+import asyncio
+from stompgate.extensions import MessagingError
+
+
+def setup(node):
+    @node.message_mapping("/hello")
+    async def hello(msg):
+        return {"content": f"Hello, {msg.payload['name']}!"}
+
+    @node.message_mapping("/chat/{room}", send_to="/topic/rooms/{room}")
+    def chat(msg):  # a plain function: run in a thread
+        return {"room": msg.variables["room"], "from": msg.user, "text": msg.payload}
+
+    @node.message_mapping("/whoami", send_to_user="/queue/me", broadcast=False)
+    async def whoami(msg):
+        return msg.user
+
+    @node.message_mapping("/all-sessions", send_to_user="/queue/me")
+    async def all_sessions(msg):
+        return msg.payload
+
+    @node.message_mapping("/fail")
+    async def fail(msg):
+        raise MessagingError("no such room")
+
+    @node.message_mapping("/crash")
+    async def crash(msg):
+        raise KeyError("internal detail")
+
+    @node.message_mapping("/strict", errors="frame")
+    async def strict(msg):
+        raise MessagingError("refused by the application")
+
+    @node.message_mapping("/ordered")
+    async def ordered(msg):
+        await asyncio.sleep(0.05 if msg.payload == "first" else 0)
+        return msg.payload
+
+    @node.subscribe_mapping("/rooms")
+    async def rooms(msg):
+        return ["lobby", "games"]
+'''
+
+
+@pytest.fixture
+def app_node(node_factory, tmp_path) -> NodeProcess:
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(HANDLERS)
+    config = {"destinations": {"application_prefixes": ["/app"]}, "server": {"extensions": [str(handlers)]}}
+    return node_factory(config)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_message_mapping_replies_where_spring_would(app_node, clients, transport) -> None:
+    """@MessageMapping with the default destination, @SendTo with a template variable,
+    @SendToUser broadcast and not, and @SubscribeMapping, seen by stomp.py."""
+    alice = clients(app_node, transport, login="alice")
+    alice.subscribe("/topic/hello", sub_id="hello")
+    alice.subscribe("/topic/rooms/lobby", sub_id="lobby")
+    alice.subscribe("/user/queue/me", sub_id="me")
+    other = clients(app_node, transport, login="alice")  # another session of alice
+    other.subscribe("/user/queue/me", sub_id="me")
+
+    alice.send("/app/hello", '{"name": "Ada"}', content_type="application/json")
+    greeting = alice.next_message()
+    assert greeting.headers["destination"] == "/topic/hello" and greeting.headers["server-sent"] == "true"
+    assert json.loads(greeting.body) == {"content": "Hello, Ada!"}
+
+    alice.send("/app/chat/lobby", "hi all")
+    room = alice.next_message()
+    assert room.headers["destination"] == "/topic/rooms/lobby"
+    assert json.loads(room.body) == {"room": "lobby", "from": "alice", "text": "hi all"}
+
+    alice.send("/app/whoami", "")  # broadcast=False: the sending session only
+    alice.send("/app/all-sessions", "both")  # every session of the user
+    assert [alice.next_message().body, alice.next_message().body] == ["alice", "both"]
+    assert other.next_message().body == "both"  # the first other got: whoami's reply never came
+
+    rid = "sub-rooms"
+    alice.conn.subscribe("/app/rooms", id="rooms", receipt=rid)
+    alice.rec.receipt(rid)
+    reply = alice.next_message()
+    assert reply.headers["subscription"] == "rooms" and json.loads(reply.body) == ["lobby", "games"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_handler_errors_reach_the_sender(app_node, clients, transport) -> None:
+    """A MessagingError's text goes to the sender's /user/queue/errors, another
+    exception a fixed text (its details stay in the log); errors="frame" and an
+    unmapped destination are ERROR frames. Calls of one session keep their order."""
+    alice = clients(app_node, transport, login="alice")
+    alice.subscribe("/user/queue/errors", sub_id="errors")
+    alice.subscribe("/topic/ordered", sub_id="ordered")
+    alice.send("/app/fail", "")
+    assert json.loads(alice.next_message().body) == {"error": "no such room", "destination": "/app/fail"}
+    alice.send("/app/crash", "")
+    crash = json.loads(alice.next_message().body)
+    assert crash == {"error": "internal error in the handler", "destination": "/app/crash"}
+    assert "internal detail" in app_node.log() and "internal detail" not in str(crash)
+
+    alice.send("/app/ordered", "first", wait=False)
+    alice.send("/app/ordered", "second")
+    assert [alice.next_message().body, alice.next_message().body] == ["first", "second"]
+
+    strict = clients(app_node, transport, login="bob")
+    strict.send("/app/strict", "", wait=False)
+    assert strict.rec.error().headers["message"] == "refused by the application"
+    strict.rec.wait_disconnected()
+
+    lost = clients(app_node, transport, login="carol")
+    lost.send("/app/nowhere", "", wait=False)
+    assert lost.rec.error().headers["message"] == "no handler for SEND /app/nowhere"
+    alice.assert_alive()
