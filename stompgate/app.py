@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
-from .application import PythonApplication
+from .application import CallRunner, PythonApplication
 from .broker import (
     Broker,
     BrokerSettings,
@@ -31,6 +31,7 @@ from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
 from .origins import OriginPolicy
+from .proxy import ProxyApplication
 from .sockjs import SockJSEndpoint, SockJSOptions
 from .sockjs.settings import SockJSSettings
 from .transport.httpsite import GatedSite, handler_kwargs
@@ -99,8 +100,17 @@ class Node:
         self._outbounds: set[WebSocketOutbound] = set()
         self._sockjs: list[SockJSEndpoint] = []
         self.application: PythonApplication | None = None
+        self.proxy: ProxyApplication | None = None
         if config.destinations.application_prefixes:
-            self.application = PythonApplication(self.broker)
+            runner = CallRunner(config.proxy.concurrency)  # one, so a session's calls keep their order
+            proxy = config.proxy
+            if proxy.url is not None:
+                assert proxy.secret is not None
+                self.proxy = ProxyApplication(
+                    self.broker, proxy.url, proxy.secret, runner,
+                    timeout_s=proxy.timeout_s, max_response_bytes=proxy.max_response_bytes,
+                )  # fmt: skip
+            self.application = PythonApplication(self.broker, runner=runner, fallback=self.proxy)
             self.broker.application = self.application
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
@@ -281,6 +291,8 @@ class Node:
                 timer.cancel()
         if self.application is not None:
             await self.application.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
         await self.bus.stop()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from .broker.application import AppCall
+from .broker.application import AppCall, Application
 from .broker.authz import SUBSCRIBE, Principal
 from .convert import to_body
 
@@ -136,17 +136,67 @@ def _is_variable(segment: str) -> bool:
     return len(segment) > 2 and segment[0] == "{" and segment[-1] == "}"
 
 
-class PythonApplication:
-    """The node's :class:`~.broker.application.Application`: Python handlers, run off the session."""
+class CallRunner:
+    """Runs application calls off the session: one session's in order, all bounded,
+    every task kept until done. Subclasses say what a call does (:meth:`process`)."""
 
-    def __init__(self, broker: Broker, *, concurrency: int = 256, timeout_s: float = 30.0) -> None:
+    def __init__(self, concurrency: int = 256) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tails: dict[str, asyncio.Task[None]] = {}  # the last call of each session
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, call: AppCall, work: Callable[[], Awaitable[None]]) -> None:
+        previous = self._tails.get(call.session_id)
+        task = asyncio.get_running_loop().create_task(self._ordered(work, previous))
+        self._tails[call.session_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._done(call.session_id, done))
+
+    async def _ordered(
+        self, work: Callable[[], Awaitable[None]], previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # one session's calls in the order they were sent
+        await work()
+
+    def _done(self, session_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._tails.get(session_id) is task:
+            del self._tails[session_id]
+
+    async def bounded(self, awaitable: Awaitable[Any], timeout_s: float) -> Any:
+        """``awaitable`` within the concurrency bound and ``timeout_s``."""
+        async with self._slots:
+            return await asyncio.wait_for(awaitable, timeout_s)
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """At shutdown: let calls under way finish for a moment, then cancel the rest."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+
+class PythonApplication:
+    """The node's :class:`~.broker.application.Application`: Python handlers, run off the
+    session; a call no handler takes goes to ``fallback`` (the backend proxy) when there is one."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        concurrency: int = 256,
+        timeout_s: float = 30.0,
+        fallback: Application | None = None,
+        runner: CallRunner | None = None,
+    ) -> None:
         self.broker = broker
         self.mappings: list[Mapping] = []
         self.timeout_s = timeout_s
         self.error_destination = "/queue/errors"
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tails: dict[str, asyncio.Task[None]] = {}  # the last call of each session
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.fallback = fallback
+        # Shared with the proxy, so that one session's calls keep their order across both.
+        self.runner = runner or CallRunner(concurrency)
 
     def add(self, mapping: Mapping) -> None:
         self.mappings.append(mapping)
@@ -166,39 +216,25 @@ class PythonApplication:
     def handle(self, call: AppCall) -> None:
         found = self.find(call)
         if found is None:
-            call.finish(f"no handler for {call.frame} {call.destination}")
+            if self.fallback is not None:
+                self.fallback.handle(call)
+            else:
+                call.finish(f"no handler for {call.frame} {call.destination}")
             return
-        previous = self._tails.get(call.session_id)
-        task = asyncio.get_running_loop().create_task(self._run(call, *found, previous))
-        self._tails[call.session_id] = task
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._done(call.session_id, done))
+        mapping, variables = found
+        self.runner.run(call, lambda: self._run(call, mapping, variables))
 
-    def _done(self, session_id: str, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._tails.get(session_id) is task:
-            del self._tails[session_id]
-
-    async def stop(self, timeout: float = 2.0) -> None:
-        """At shutdown: let calls under way finish for a moment, then cancel the rest."""
-        if self._tasks:
-            _done, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
+    async def stop(self) -> None:
+        await self.runner.stop()
 
     # ------------------------------------------------------------ a call
 
-    async def _run(
-        self, call: AppCall, mapping: Mapping, variables: dict[str, str], previous: asyncio.Task[None] | None
-    ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # one session's calls in the order they were sent
+    async def _run(self, call: AppCall, mapping: Mapping, variables: dict[str, str]) -> None:
         message = InboundMessage(
             call.destination, call.path, variables, call.headers, call.body, call.principal, call.session_id
         )
         try:
-            async with self._slots:
-                result = await asyncio.wait_for(self._invoke(mapping.handler, message), self.timeout_s)
+            result = await self.runner.bounded(self._invoke(mapping.handler, message), self.timeout_s)
             self._send_result(call, mapping, variables, result)
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the sender's error, never the node's
             self._failed(call, mapping, exc)

@@ -411,6 +411,25 @@ class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+@dataclass
+class ProxyConfig:
+    """A backend in any language answers application destinations over HTTP (stompgate/proxy.py)."""
+
+    url: str | None = None  # POSTed to for SENDs and SUBSCRIBEs no Python handler takes
+    secret: str | None = None  # HMAC-SHA256 key the requests are signed with
+    timeout_s: float = 5.0
+    concurrency: int = 64  # calls in flight at once, Python handlers included
+    max_response_bytes: int = 1024 * 1024
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            problems.append(f"{path}.url: an http:// or https:// URL, got {self.url!r}")
+        if self.url is not None and (self.secret is None or len(self.secret) < 16):
+            problems.append(f"{path}.secret: required with {path}.url, at least 16 characters")
+        for name in ("timeout_s", "concurrency", "max_response_bytes"):
+            _positive(getattr(self, name), f"{path}.{name}", problems)
+
+
 # Who each rule lets through when it names no users or roles.
 _WHO = Literal["anyone", "authenticated", "nobody"]
 
@@ -496,6 +515,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.server.workers > 1:
@@ -519,6 +539,8 @@ class Config:
             problems.append(
                 f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}"
             )
+        if self.proxy.url is not None and not self.destinations.application_prefixes:
+            problems.append("proxy.url: needs destinations.application_prefixes (what goes to the backend)")
         problem = dev_exposure_problem(self)
         if problem is not None:
             problems.append(problem)

@@ -39,11 +39,14 @@ RESERVED_HEADERS = frozenset(
 # HTTP API, an extension or the MessagingTemplate published.
 SENDER_HEADER = "sender"
 SERVER_SENT = "server-sent"
+# A new token on any frame of a session whose token expires (a JWT's exp): the session
+# goes on under it. A credential, so never passed on in a message.
+REFRESH_TOKEN = "refresh-token"
 
 
 def reserved_headers(sender_header: str = SENDER_HEADER) -> frozenset[str]:
     """Every header only the broker sets, for a node whose sender header is ``sender_header``."""
-    return RESERVED_HEADERS | {canonical(sender_header), SERVER_SENT}
+    return RESERVED_HEADERS | {canonical(sender_header), SERVER_SENT, REFRESH_TOKEN}
 
 
 def shown(text: str, limit: int = 60) -> str:

@@ -34,6 +34,7 @@ from .destinations import DestinationError, Target, has_wildcard, pattern_proble
 from .errors import StompSessionError, required
 from .heartbeats import Heartbeats, negotiate
 from .names import (
+    REFRESH_TOKEN,
     RESERVED,
     RESERVED_HEADERS,
     destination_problem,
@@ -335,6 +336,8 @@ class Session:
         if state is _CONNECTING:
             self._on_connect(frame)
             return
+        if REFRESH_TOKEN in frame.headers:
+            self._refresh(frame.headers[REFRESH_TOKEN])
         handler = self._HANDLERS[command]
         tx = frame.headers.get("transaction")
         if tx is not None and command in ("SEND", "ACK", "NACK"):
@@ -382,13 +385,7 @@ class Session:
         # Browser transports below 1.2 get NULs replaced; 1.2 clients and TCP get bodies as sent.
         self._nul_safe = version != "1.2" and self.transport != "tcp"
         self._plain_tails = not (self.text_only or self._nul_safe)
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        if principal.expires_at is not None:
-            # The credential's end is the session's.
-            left = max(0.0, principal.expires_at - self.broker.clock())
-            self._deadline = self.scheduler.call_later(left, self._expired)
+        self._expire_at(principal.expires_at)  # the connect timeout gives way to the credential's end
         connected = {"version": version}
         if version != "1.0":  # heart-beats arrived with 1.1
             connected["heart-beat"] = f"{beats.send_ms},{beats.receive_ms}"
@@ -406,9 +403,36 @@ class Session:
             self._beats.start(send_ms, recv_ms, beats.read_margin)
         log.debug("session %s connected: user=%s version=%s", self.id, user, version)
 
+    def _expire_at(self, expires_at: float | None) -> None:
+        """The session ends with its credential (a JWT's exp)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if expires_at is not None:
+            left = max(0.0, expires_at - self.broker.clock())
+            self._deadline = self.scheduler.call_later(left, self._expired)
+
     def _expired(self) -> None:
         if self.state is not _CLOSED:
             self.fail("token expired", code=CLOSE_POLICY)
+
+    def _refresh(self, token: str) -> None:
+        """A ``refresh-token`` header: the session goes on under a new token of the same user.
+
+        Only sessions whose credential expires take one; any other refusal
+        (bad, expired, another user's) ends the session, as a failed CONNECT would.
+        """
+        if self.principal.expires_at is None:
+            return  # nothing expires here: the header is dropped like any reserved one
+        creds = Credentials({"passcode": token}, {}, {})
+        try:
+            principal = login(self.broker.authenticator, creds, self.remote, self.broker.roles)
+        except AuthError as exc:
+            raise StompSessionError(f"token refresh failed: {exc}") from None
+        if principal.name != self.user:
+            raise StompSessionError("token refresh failed: the token is for another user")
+        self.principal = principal
+        self._expire_at(principal.expires_at)
 
     def _connect_timeout(self) -> None:
         if self.state is _CONNECTING:

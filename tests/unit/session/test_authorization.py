@@ -122,3 +122,39 @@ class TestJwt:
         assert not alice.session.closed
         env.clock.advance(0.02)
         alice.expect_error(CLOSE_POLICY, "token expired")
+
+    def test_a_new_token_on_any_frame_extends_the_session(self) -> None:
+        start = time.time()
+        env = make_env(self.authenticator(), clock=lambda: start)
+        alice, bob = env.client(), env.client()
+        alice.connect(login=None, passcode=token({"sub": "alice", "exp": int(start) + 30}))
+        bob.connect(login=None, passcode=token({"sub": "bob", "exp": int(start) + 3600}))
+        bob.subscribe("/topic/t")
+        fresh = token({"sub": "alice", "exp": int(start) + 300})
+        alice.publish("/topic/t", b"renewed", **{"refresh-token": fresh})
+        message = bob.message()
+        assert "refresh-token" not in message.headers  # a credential is never passed on
+        env.clock.advance(int(start) + 60 - start)
+        assert not alice.session.closed
+        env.clock.advance(300)
+        alice.expect_error(CLOSE_POLICY, "token expired")
+
+    @pytest.mark.parametrize(
+        ("claims", "why"),
+        [
+            ({"sub": "mallory", "exp": 10**10}, "token refresh failed: the token is for another user"),
+            ({"sub": "alice", "exp": 1}, "token refresh failed: token expired"),
+        ],
+    )
+    def test_a_bad_refresh_ends_the_session(self, claims: dict[str, object], why: str) -> None:
+        env = make_env(self.authenticator())
+        alice = env.client()
+        alice.connect(login=None, passcode=token({"sub": "alice", "exp": time.time() + 60}))
+        alice.send("SUBSCRIBE", {"destination": "/topic/t", "id": "1", "refresh-token": token(claims)})
+        alice.expect_error(CLOSE_PROTOCOL_ERROR, why)
+
+    def test_sessions_that_do_not_expire_ignore_it(self) -> None:
+        env = make_env()
+        alice = env.connected("alice")
+        alice.subscribe("/topic/t", **{"refresh-token": "whatever", "receipt": "r"})
+        alice.receipt("r")
