@@ -31,7 +31,7 @@ from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
 from .origins import OriginPolicy
-from .proxy import ProxyApplication
+from .proxy import ProxyApplication, ProxyGate
 from .sockjs import SockJSEndpoint, SockJSOptions
 from .sockjs.settings import SockJSSettings
 from .transport.httpsite import GatedSite, handler_kwargs
@@ -104,14 +104,25 @@ class Node:
         if config.destinations.application_prefixes:
             runner = CallRunner(config.proxy.concurrency)  # one, so a session's calls keep their order
             proxy = config.proxy
-            if proxy.url is not None:
+            if proxy.application_url is not None:
                 assert proxy.secret is not None
                 self.proxy = ProxyApplication(
-                    self.broker, proxy.url, proxy.secret, runner,
+                    self.broker, proxy.application_url, proxy.secret, runner,
                     timeout_s=proxy.timeout_s, max_response_bytes=proxy.max_response_bytes,
                 )  # fmt: skip
             self.application = PythonApplication(self.broker, runner=runner, fallback=self.proxy)
             self.broker.application = self.application
+        self.proxy_gate: ProxyGate | None = None  # the connect / subscribe / publish proxies
+        proxy = config.proxy
+        if proxy.connect_url or proxy.subscribe_url or proxy.publish_url:
+            assert proxy.secret is not None
+            self.proxy_gate = ProxyGate(
+                self.broker, proxy.secret,
+                connect_url=proxy.connect_url, subscribe_url=proxy.subscribe_url,
+                publish_url=proxy.publish_url,
+                timeout_s=proxy.timeout_s, max_response_bytes=proxy.max_response_bytes,
+            )  # fmt: skip
+            self.broker.gate = self.proxy_gate
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
         self.gate = self._make_gate()
@@ -293,6 +304,8 @@ class Node:
             await self.application.stop()
         if self.proxy is not None:
             await self.proxy.stop()
+        if self.proxy_gate is not None:
+            await self.proxy_gate.stop()
         await self.bus.stop()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -164,9 +164,11 @@ class CallRunner:
         if self._tails.get(session_id) is task:
             del self._tails[session_id]
 
-    async def bounded(self, awaitable: Awaitable[Any], timeout_s: float) -> Any:
-        """``awaitable`` within the concurrency bound and ``timeout_s``."""
+    async def bounded(self, awaitable: Awaitable[Any], timeout_s: float | None) -> Any:
+        """``awaitable`` within the concurrency bound and ``timeout_s`` (None: its own)."""
         async with self._slots:
+            if timeout_s is None:
+                return await awaitable
             return await asyncio.wait_for(awaitable, timeout_s)
 
     async def stop(self, timeout: float = 2.0) -> None:

@@ -415,17 +415,27 @@ class LoggingConfig:
 class ProxyConfig:
     """A backend in any language answers application destinations over HTTP (stompgate/proxy.py)."""
 
-    url: str | None = None  # POSTed to for SENDs and SUBSCRIBEs no Python handler takes
+    # POSTed to for application SENDs and SUBSCRIBEs no Python handler takes.
+    application_url: str | None = None
+    # Who a CONNECT is (instead of auth.mode), whether a SUBSCRIBE or a SEND may go on.
+    connect_url: str | None = None
+    subscribe_url: str | None = None
+    publish_url: str | None = None
     secret: str | None = None  # HMAC-SHA256 key the requests are signed with
     timeout_s: float = 5.0
     concurrency: int = 64  # calls in flight at once, Python handlers included
     max_response_bytes: int = 1024 * 1024
 
+    URLS = ("application_url", "connect_url", "subscribe_url", "publish_url")
+
     def validate(self, path: str, problems: list[str]) -> None:
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            problems.append(f"{path}.url: an http:// or https:// URL, got {self.url!r}")
-        if self.url is not None and (self.secret is None or len(self.secret) < 16):
-            problems.append(f"{path}.secret: required with {path}.url, at least 16 characters")
+        given = [name for name in self.URLS if getattr(self, name) is not None]
+        for name in given:
+            url = getattr(self, name)
+            if not url.startswith(("http://", "https://")):
+                problems.append(f"{path}.{name}: an http:// or https:// URL, got {url!r}")
+        if given and (self.secret is None or len(self.secret) < 16):
+            problems.append(f"{path}.secret: required with {path}.{given[0]}, at least 16 characters")
         for name in ("timeout_s", "concurrency", "max_response_bytes"):
             _positive(getattr(self, name), f"{path}.{name}", problems)
 
@@ -539,8 +549,10 @@ class Config:
             problems.append(
                 f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}"
             )
-        if self.proxy.url is not None and not self.destinations.application_prefixes:
-            problems.append("proxy.url: needs destinations.application_prefixes (what goes to the backend)")
+        if self.proxy.application_url is not None and not self.destinations.application_prefixes:
+            problems.append(
+                "proxy.application_url: needs destinations.application_prefixes (what goes to the backend)"
+            )
         problem = dev_exposure_problem(self)
         if problem is not None:
             problems.append(problem)

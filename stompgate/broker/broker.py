@@ -18,6 +18,7 @@ from .application import Application, NoApplication
 from .auth import Authenticator
 from .authz import Authorizer
 from .destinations import DestinationRules, has_wildcard
+from .gate import Gate
 from .message import Message
 from .names import SERVER_SENT, reserved_headers
 from .ports import CLOSE_RESTART
@@ -128,6 +129,8 @@ class Broker:
         self.rules = DestinationRules(where.broker_prefixes, where.user_prefix, where.application_prefixes)
         # Where SENDs to application destinations go (extensions register handlers on it).
         self.application: Application = NoApplication()
+        # A backend that decides on CONNECTs, SUBSCRIBEs or SENDs (the proxies), if any.
+        self.gate: Gate | None = None
         self.open_sessions: dict[Session, None] = {}  # every live session, CONNECTed or not
         self.sessions: dict[str, Session] = {}  # CONNECTed sessions by id
         self.topics = SubscriptionIndex(where.path_separator)

@@ -21,6 +21,7 @@ import enum
 import logging
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..logs import RateLimitedLog
@@ -29,9 +30,10 @@ from ..stomp.headers import escape
 from .acks import Acks, check_issued
 from .application import AppCall
 from .auth import AuthError, Credentials, login
-from .authz import ANONYMOUS, SEND, SUBSCRIBE, Denied
+from .authz import ANONYMOUS, SEND, SUBSCRIBE, Denied, Principal
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .errors import StompSessionError, required
+from .gate import Gate, Pending
 from .heartbeats import Heartbeats, negotiate
 from .names import (
     REFRESH_TOKEN,
@@ -113,6 +115,7 @@ _CONNECTING, _CONNECTED, _DISCONNECTING, _CLOSED = State
 _TURN = 1  # this loop turn's share of frames is spent: the rest waits for the next turn
 _RATE = 2  # over the rate limit (throttle policy): until the bucket refills
 _FLOW = 4  # publishes the bus has not taken are over the session's share, or the bus is congested
+_GATE = 8  # a backend decides on the frame being handled (broker/gate.py): until it answers
 
 # Shared by every session past CONNECT; never written to.
 _NOTHING: dict[str, str] = {}
@@ -367,11 +370,26 @@ class Session:
         creds = Credentials(dict(headers), self._handshake_headers, self._query)
         # Only CONNECT reads them; an idle session should not hold a browser's headers.
         self._handshake_headers = self._query = _NOTHING
+        gate = self.broker.gate
+        if gate is not None and gate.connects:
+            self._ask(
+                lambda p: gate.connect(creds, self.remote, lambda who, why: self._answered(p, why, who)),
+                lambda who: self._connected(frame, version, who),
+                denied="authentication failed",
+                code=CLOSE_POLICY,
+            )
+            return
         try:
             principal = login(self.broker.authenticator, creds, self.remote, self.broker.roles)
         except AuthError as exc:
             self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
             return
+        self._connected(frame, version, principal)
+
+    def _connected(self, frame: Frame, version: str, principal: Principal | None) -> None:
+        """CONNECT accepted for ``principal``: CONNECTED, heart-beats, registration."""
+        assert principal is not None
+        headers = frame.headers
         user = principal.name
         beats = self.broker.settings.heartbeat
         send_ms, recv_ms = negotiate(version, headers.get("heart-beat", "0,0"), beats)
@@ -402,6 +420,50 @@ class Session:
         if self._beats is not None:
             self._beats.start(send_ms, recv_ms, beats.read_margin)
         log.debug("session %s connected: user=%s version=%s", self.id, user, version)
+
+    # ------------------------------------------------------------------ gate
+
+    def _ask(
+        self,
+        ask: Callable[[Pending], None],
+        go: Callable[[Principal | None], None],
+        *,
+        denied: str,
+        code: int = CLOSE_PROTOCOL_ERROR,
+    ) -> None:
+        """Ask the gate; ``go`` once it allows. A refusal is an ERROR (``denied: why``).
+
+        An answer that comes during ``ask`` (a cached one) goes on at once;
+        otherwise the session stops reading until the answer comes.
+        """
+        pending = Pending(go, denied, code)
+        ask(pending)
+        if pending.answered:
+            if pending.error is not None:
+                self.fail(f"{denied}: {pending.error}", code=code, receipt=self._receipt_of)
+                return
+            go(pending.principal)
+            return
+        pending.waiting = True
+        self._pause(_GATE)
+
+    def _answered(self, pending: Pending, error: str | None, principal: Principal | None = None) -> None:
+        pending.answered, pending.error, pending.principal = True, error, principal
+        if not pending.waiting or self.state is _CLOSED:
+            return  # answered during _ask, which goes on by itself; or too late
+        if error is not None:
+            self.fail(f"{pending.denied}: {error}", code=pending.code)
+            return
+        try:
+            pending.go(principal)
+        except StompSessionError as exc:
+            self.fail(exc.message, detail=exc.detail, headers=exc.headers)
+            return
+        except Exception:
+            log.exception("session %s: internal error", self.id)
+            self.fail("internal server error", code=CLOSE_INTERNAL)
+            return
+        self._unpause(_GATE)
 
     def _expire_at(self, expires_at: float | None) -> None:
         """The session ends with its credential (a JWT's exp)."""
@@ -497,12 +559,26 @@ class Session:
         if receipt is not None or self._committing:
             slot = ReceiptSlot(receipt, False)
             self._wait_receipt(slot)
+        gate = self.broker.gate
+        if gate is None or SEND not in gate.checks or self._committing:  # a transaction's: checked on arrival
+            self._publish(target, headers, frame.body, size, slot)
+            return
+        destination = frame.headers["destination"]
+        self._ask(
+            lambda p: self._check(gate, p, SEND, destination, headers, frame.body),
+            lambda _who: self._publish(target, headers, frame.body, size, slot),
+            denied=f"access denied: SEND {destination}",
+        )
+
+    def _publish(
+        self, target: Target, headers: dict[str, str], body: bytes, size: int, slot: ReceiptSlot | None
+    ) -> None:
         self.inflight += size
         if target.application:
-            self._call_application(SEND, target.destination, headers, frame.body, None, size, slot)
+            self._call_application(SEND, target.destination, headers, body, None, size, slot)
         else:
             message = self.broker.message(
-                target.destination, headers, frame.body, target.user, sender=self.user
+                target.destination, headers, body, target.user, sender=self.user
             )
             message.size = size
             if slot is None:
@@ -613,18 +689,45 @@ class Session:
             self._check_flow()
             return
         listened, user = self._subscribe_target(frame, destination)
+        slot = None
+        if self._receipt_of is not None and user is not None:
+            # The RECEIPT says the subscription is live across the cluster: it waits
+            # for the bus to subscribe and comes before the stored messages it fetched.
+            slot, self._receipt_of = ReceiptSlot(self._receipt_of, False), None
+            self._wait_receipt(slot)
+        gate = self.broker.gate
+        if gate is None or SUBSCRIBE not in gate.checks:
+            self._subscribe(sub_id, listened, ack, user, slot)
+            return
+        if slot is None and self._receipt_of is not None:  # the RECEIPT waits for the gate too
+            slot, self._receipt_of = ReceiptSlot(self._receipt_of, False), None
+            self._wait_receipt(slot)
+        self._ask(
+            lambda p: self._check(gate, p, SUBSCRIBE, destination, {}, b""),
+            lambda _who: self._subscribe(sub_id, listened, ack, user, slot),
+            denied=f"access denied: SUBSCRIBE {destination}",
+        )
+
+    def _check(
+        self, gate: Gate, pending: Pending, frame: str, destination: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        answer = partial(self._answered, pending)
+        gate.check(frame, destination, self.principal, self.id, headers, body, answer)
+
+    def _subscribe(
+        self, sub_id: str, listened: str, ack: str, user: str | None, slot: ReceiptSlot | None
+    ) -> None:
         sub = Subscription(self, sub_id, listened, ack, user, self._head(sub_id))
         self.subscriptions[sub_id] = sub
         if ack != "auto" and self._acks is None:
             self._acks = Acks()
-        if user is not None and self._receipt_of is not None:
-            # The RECEIPT says the subscription is live across the cluster: it waits
-            # for the bus to subscribe and comes before the stored messages it fetched.
-            sub.receipt = ReceiptSlot(self._receipt_of, False)
-            self._wait_receipt(sub.receipt)
-            self._receipt_of = None
+        if user is not None:
+            sub.receipt = slot  # written once live
         if self.broker.subscribe(sub):
             self.went_live(sub)
+        if user is None and slot is not None:
+            slot.ready = True
+            self._flush_receipts()
 
     def went_live(self, sub: Subscription) -> None:
         """``sub`` gets every message from now on; stored ones it waited for come next."""
@@ -704,7 +807,28 @@ class Session:
             mid = required(frame, "id" if self.version == "1.2" else "message-id")
             if self._acks is None or mid not in self._acks.unacked:
                 self._check_issued(mid, frame.command)
-        txs.hold(tx, frame, size)
+        gate = self.broker.gate
+        if frame.command != "SEND" or gate is None or SEND not in gate.checks:
+            txs.hold(tx, frame, size)
+            return
+        destination = frame.headers["destination"]  # asked now, so COMMIT applies all or nothing
+        headers = {k: v for k, v in frame.headers.items() if not is_reserved(k, self.broker.reserved)}
+        slot = None
+        if self._receipt_of is not None:  # the frame's RECEIPT waits for the gate
+            slot, self._receipt_of = ReceiptSlot(self._receipt_of, False), None
+            self._wait_receipt(slot)
+
+        def held(_who: Principal | None) -> None:
+            txs.hold(tx, frame, size)
+            if slot is not None:
+                slot.ready = True
+                self._flush_receipts()
+
+        self._ask(
+            lambda p: self._check(gate, p, SEND, destination, headers, frame.body),
+            held,
+            denied=f"access denied: SEND {destination}",
+        )
 
     def _on_disconnect(self, frame: Frame) -> None:
         # After every earlier RECEIPT; nothing after DISCONNECT is read.

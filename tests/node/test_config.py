@@ -56,13 +56,13 @@ def test_top_level_config_is_valid_and_single_node() -> None:
         ({"auth": {"mode": "magic"}}, "auth.mode: must be one of dev, static, jwt, got 'magic'"),
         (
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "destinations": {"application_prefixes": ["/app"]},
-             "proxy": {"url": "http://backend/stomp"}},
-            "proxy.secret: required with proxy.url, at least 16 characters",
+             "proxy": {"application_url": "http://backend/stomp"}},
+            "proxy.secret: required with proxy.application_url, at least 16 characters",
         ),
         (
             {"auth": {"mode": "dev"}, "api": {"key": "k"},
-             "proxy": {"url": "http://b/s", "secret": "s" * 16}},
-            "proxy.url: needs destinations.application_prefixes",
+             "proxy": {"application_url": "http://b/s", "secret": "s" * 16}},
+            "proxy.application_url: needs destinations.application_prefixes",
         ),
         (
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "authorization": {"rules": [{"send": "/a"}]}},

@@ -93,7 +93,7 @@ async def backend() -> AsyncIterator[tuple[Backend, str]]:
 def proxied(url: str) -> dict[str, Any]:
     return {
         "destinations": {"application_prefixes": ["/app"]},
-        "proxy": {"url": url, "secret": SECRET, "timeout_s": 1},
+        "proxy": {"application_url": url, "secret": SECRET, "timeout_s": 1},
     }
 
 
@@ -173,3 +173,103 @@ async def test_a_dead_backend(node_factory, close_ws_clients) -> None:
     error = await alice.recv()
     assert error.headers["message"] == "the application backend is unreachable (ClientConnectorError)"
     assert "application backend" in node.log()
+
+
+# ------------------------------------------------- connect, subscribe, publish
+
+
+class Gatekeeper:
+    """The backend's connect, subscribe and publish endpoints (the seed's session login)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {"connect": 0, "subscribe": 0, "publish": 0}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        stamp = request.headers["X-Stompgate-Timestamp"]
+        want = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(want, request.headers["X-Stompgate-Signature"])
+        call = json.loads(body)
+        self.calls[call["kind"]] += 1
+        if call["kind"] == "connect":
+            cookie = call["handshake"]["headers"].get("cookie", "")
+            if cookie == "session=abc123":
+                return web.json_response({"user": "alice", "roles": ["admin"]})
+            if cookie == "session=slow":
+                await asyncio.sleep(5)
+            return web.json_response({"error": "no such session"})
+        if call["kind"] == "subscribe":
+            if call["destination"] == "/topic/private":
+                return web.json_response({"allow": False, "reason": "not yours"})
+            return web.json_response({"allow": True})
+        assert call["user"] == "alice" and call["roles"] == ["admin"]
+        if call["destination"] == "/topic/readonly":
+            return web.json_response({"allow": False})
+        return web.json_response({"allow": True, "cache_s": 60})
+
+
+@pytest.fixture
+async def gatekeeper() -> AsyncIterator[tuple[Gatekeeper, str]]:
+    state = Gatekeeper()
+    app = web.Application()
+    app.router.add_post("/{kind}", state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield state, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def gated(base: str) -> dict[str, Any]:
+    urls = {f"{kind}_url": f"{base}/{kind}" for kind in ("connect", "subscribe", "publish")}
+    return {"proxy": {**urls, "secret": SECRET, "timeout_s": 1}}
+
+
+async def connect_with(node: NodeProcess, cookie: str) -> tuple[WsStomp, Frame]:
+    client = await WsStomp.open(node.ws_url, additional_headers={"Cookie": cookie})
+    await client.send(Frame("CONNECT", {"accept-version": "1.2"}))
+    return client, await client.recv()
+
+
+@pytest.mark.parametrize(
+    ("cookie", "message"),
+    [
+        ("session=nope", "authentication failed: no such session"),
+        ("session=slow", "authentication failed: the connect backend did not answer within 1 s"),
+    ],
+)
+async def test_the_connect_proxy_refuses(node_factory, gatekeeper, close_ws_clients, cookie, message) -> None:
+    _state, base = gatekeeper
+    node: NodeProcess = node_factory(gated(base))
+    _client, error = await connect_with(node, cookie)
+    assert error.command == "ERROR" and error.headers["message"] == message
+
+
+async def test_the_backend_decides_who_connects_and_what_goes_on(
+    node_factory, gatekeeper, close_ws_clients
+) -> None:
+    state, base = gatekeeper
+    node: NodeProcess = node_factory(gated(base))
+    alice, connected = await connect_with(node, "session=abc123")  # the seed's session login, no JWT
+    assert connected.command == "CONNECTED" and connected.headers["user-name"] == "alice"
+    await alice.subscribe("/topic/chat", "chat")  # its RECEIPT waited for the backend's allow
+    for i in range(3):
+        await alice.send(Frame("SEND", {"destination": "/topic/chat"}, f"m{i}".encode()))
+    assert [(await alice.recv()).body for _ in range(3)] == [b"m0", b"m1", b"m2"]  # order kept
+    assert state.calls["publish"] == 1  # the allow was cached for 60 s, as the backend said
+    await alice.send(Frame("SEND", {"destination": "/topic/readonly", "receipt": "r"}, b"x"))
+    error = await alice.recv()
+    assert error.headers["message"] == "access denied: SEND /topic/readonly: refused by the publish backend"
+
+    bob, _ = await connect_with(node, "session=abc123")
+    await bob.send(Frame("SUBSCRIBE", {"destination": "/topic/private", "id": "p"}))
+    error = await bob.recv()
+    assert error.headers["message"] == "access denied: SUBSCRIBE /topic/private: not yours"
+
+
+async def test_a_dead_gate_backend_fails_closed(node_factory, close_ws_clients) -> None:
+    node: NodeProcess = node_factory(gated(f"http://127.0.0.1:{free_port()}"))
+    _client, error = await connect_with(node, "session=abc123")
+    why = "the connect backend is unreachable (ClientConnectorError)"
+    assert error.headers["message"] == f"authentication failed: {why}"
