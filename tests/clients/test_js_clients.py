@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -357,3 +358,26 @@ def test_http_send_to_user_reaches_subscribers(node: NodeProcess) -> None:
             "text/plain;charset=UTF-8",
         ]
         assert {m["headers"]["destination"] for m in messages} == {"/user/queue/notify"}
+
+
+HANDLERS = {
+    "destinations": {"application_prefixes": ["/app"]},
+    "server": {"extensions": [str(Path(__file__).resolve().parent.parent / "app_handlers.py")]},
+}
+
+
+@BOTH_CLIENTS
+def test_application_destinations_answered_by_handlers(node_factory: Any, client: str) -> None:
+    """@stomp/stompjs and stompjs 2.3.3 against Python handlers: a reply where Spring sends it,
+    a handler's error on /user/queue/errors, and the one reply of a @SubscribeMapping."""
+    r = run_js("handlers", node_factory(HANDLERS), client=client)
+    (greeting,) = r["greeting"]
+    assert json.loads(greeting["body"]) == {"content": "Hello, Ada!"}
+    assert greeting["headers"]["destination"] == "/topic/hello"
+    assert greeting["headers"]["server-sent"] == "true" and "sender" not in greeting["headers"]
+    (error,) = r["errors"]
+    assert json.loads(error["body"]) == {"error": "no such room", "destination": "/app/fail"}
+    (rooms,) = r["roomsAtReceipt"]  # the reply came before the SUBSCRIBE's RECEIPT
+    assert json.loads(rooms["body"]) == ["lobby", "games"]
+    assert rooms["headers"]["destination"] == "/app/rooms"
+    assert r["peerErrors"] == []

@@ -29,6 +29,28 @@ const messages = (inbox) => inbox.map((m) => ({ headers: m.headers, body: m.body
 
 const scenarios = {
   /**
+   * Application destinations answered by Python handlers (tests/app_handlers.py):
+   * a SEND to /app/hello answered on /topic/hello, a handler's MessagingError on
+   * /user/queue/errors, and a SUBSCRIBE to /app/rooms answered once on that
+   * subscription, before its RECEIPT.
+   */
+  async handlers({ url, client }, report) {
+    const peer = await connect(client, url, `ada-${TAG}`);
+    const hello = await peer.subscribe('/topic/hello');
+    const errors = await peer.subscribe('/user/queue/errors');
+    await peer.sendConfirmed('/app/hello', JSON.stringify({ name: 'Ada' }), { 'content-type': 'application/json' });
+    await until(() => hello.length === 1, 'the greeting');
+    report.greeting = messages(hello);
+    await peer.sendConfirmed('/app/fail', '');
+    await until(() => errors.length === 1, 'the error message');
+    report.errors = messages(errors);
+    const rooms = await peer.subscribe('/app/rooms');
+    report.roomsAtReceipt = messages(rooms);
+    report.peerErrors = peer.errors;
+    return report;
+  },
+
+  /**
    * CONNECTED headers and the WebSocket sub-protocol for each way of connecting,
    * then one round trip through a topic to show the session works.
    * options.client: modern | legacy-over | legacy-client | legacy-overws

@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -991,56 +992,11 @@ def test_what_the_api_publishes_is_marked_server_sent(node, clients) -> None:
 
 # --------------------------------------------------- application destinations
 
-HANDLERS = '''
-import asyncio
-from stompgate.extensions import MessagingError
-
-
-def setup(node):
-    @node.message_mapping("/hello")
-    async def hello(msg):
-        return {"content": f"Hello, {msg.payload['name']}!"}
-
-    @node.message_mapping("/chat/{room}", send_to="/topic/rooms/{room}")
-    def chat(msg):  # a plain function: run in a thread
-        return {"room": msg.variables["room"], "from": msg.user, "text": msg.payload}
-
-    @node.message_mapping("/whoami", send_to_user="/queue/me", broadcast=False)
-    async def whoami(msg):
-        return msg.user
-
-    @node.message_mapping("/all-sessions", send_to_user="/queue/me")
-    async def all_sessions(msg):
-        return msg.payload
-
-    @node.message_mapping("/fail")
-    async def fail(msg):
-        raise MessagingError("no such room")
-
-    @node.message_mapping("/crash")
-    async def crash(msg):
-        raise KeyError("internal detail")
-
-    @node.message_mapping("/strict", errors="frame")
-    async def strict(msg):
-        raise MessagingError("refused by the application")
-
-    @node.message_mapping("/ordered")
-    async def ordered(msg):
-        await asyncio.sleep(0.05 if msg.payload == "first" else 0)
-        return msg.payload
-
-    @node.subscribe_mapping("/rooms")
-    async def rooms(msg):
-        return ["lobby", "games"]
-'''
-
+HANDLERS = Path(__file__).resolve().parent.parent / "app_handlers.py"
 
 @pytest.fixture
-def app_node(node_factory, tmp_path) -> NodeProcess:
-    handlers = tmp_path / "handlers.py"
-    handlers.write_text(HANDLERS)
-    config = {"destinations": {"application_prefixes": ["/app"]}, "server": {"extensions": [str(handlers)]}}
+def app_node(node_factory) -> NodeProcess:
+    config = {"destinations": {"application_prefixes": ["/app"]}, "server": {"extensions": [str(HANDLERS)]}}
     return node_factory(config)
 
 
