@@ -549,6 +549,11 @@ class Config:
             problems.append(
                 f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}"
             )
+        if self.proxy.connect_url is not None and self.proxy.timeout_s >= self.stomp.connect_timeout_s:
+            problems.append(
+                f"proxy.timeout_s: must be below stomp.connect_timeout_s ({self.stomp.connect_timeout_s:g}) "
+                "with proxy.connect_url, or a slow backend reads as a client that sent no CONNECT"
+            )
         if self.proxy.application_url is not None and not self.destinations.application_prefixes:
             problems.append(
                 "proxy.application_url: needs destinations.application_prefixes (what goes to the backend)"

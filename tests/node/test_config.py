@@ -65,6 +65,11 @@ def test_top_level_config_is_valid_and_single_node() -> None:
             "proxy.application_url: needs destinations.application_prefixes",
         ),
         (
+            {"auth": {"mode": "dev"}, "api": {"key": "k"},
+             "proxy": {"connect_url": "http://b/c", "secret": "s" * 16, "timeout_s": 10}},
+            "proxy.timeout_s: must be below stomp.connect_timeout_s (10) with proxy.connect_url",
+        ),
+        (
             {"auth": {"mode": "dev"}, "api": {"key": "k"}, "authorization": {"rules": [{"send": "/a"}]}},
             "authorization.rules[0]: needs either allow (anyone, authenticated or nobody) or users / roles",
         ),
