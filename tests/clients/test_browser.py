@@ -170,10 +170,15 @@ def test_the_greeting_example_and_a_page_from_another_origin(node_factory, tmp_p
         {
             "server": {
                 "websocket_paths": ["/gs-guide-websocket"],
-                "static": [{"path": "/greeting", "dir": str(greeting / "public")}],
+                "sockjs": [{"path": "/chat-websocket"}],
+                "static": [
+                    {"path": "/greeting", "dir": str(greeting / "public")},
+                    {"path": "/chat", "dir": str(ROOT / "examples" / "chat" / "public")},
+                ],
                 "extensions": [str(greeting / "handlers.py")],
             },
             "destinations": {"application_prefixes": ["/app"]},
+            "auth": {"mode": "dev", "cookie": "chat_user"},
         }
     )
     shot = tmp_path / "greeting.png"  # what the page showed, kept with the test's files
@@ -187,4 +192,5 @@ def test_the_greeting_example_and_a_page_from_another_origin(node_factory, tmp_p
     assert report["greetings"] == ["Hello, Ada!", "Hello, <b>Grace</b>!"], report
     assert report["pageErrors"] == [], report
     assert report["foreign"] == "error", report  # the handshake failed: no byte of STOMP came back
+    assert report["foreignSockjs"].startswith("closed"), report  # never "open", on any transport
     assert f"origin http://localhost:{node.port} is not allowed" in node.log()

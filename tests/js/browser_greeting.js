@@ -17,7 +17,10 @@ async function main() {
   const browser = await launchChromium();
   const report = { ok: false };
   try {
-    const page = await browser.newPage();
+    const context = await browser.newContext();
+    // The user is logged in at the node (its chat page's cookie).
+    await context.addCookies([{ name: 'chat_user', value: 'alice', url: own }]);
+    const page = await context.newPage();
     const errors = [];
     page.on('pageerror', (err) => errors.push(err.message));
     await page.goto(`${own}/greeting/`);
@@ -38,7 +41,7 @@ async function main() {
 
     // Another origin's page (the node under another host name is another origin to
     // the browser) opens a WebSocket to the node, as a hostile page would.
-    const foreign = await browser.newPage();
+    const foreign = await context.newPage();
     await foreign.goto(`${other}/greeting/`);
     const target = own.replace(/^http/, 'ws') + '/gs-guide-websocket';
     report.foreign = await foreign.evaluate(
@@ -51,6 +54,18 @@ async function main() {
         setTimeout(() => resolve('timeout'), 10000);
       }),
       target,
+    );
+    // The same over SockJS (the chat's endpoint), with the user's login cookie set for
+    // the node: no transport may open the session from this origin.
+    await foreign.addScriptTag({ url: `${other}/chat/node_modules/sockjs-client/dist/sockjs.min.js` });
+    report.foreignSockjs = await foreign.evaluate(
+      (url) => new Promise((resolve) => {
+        const sock = new SockJS(url);
+        sock.onopen = () => resolve('open');
+        sock.onclose = (event) => resolve(`closed ${event.code}`);
+        setTimeout(() => resolve('timeout'), 10000);
+      }),
+      `${own}/chat-websocket`,
     );
     // The page itself, from its own origin there, works: the check is per origin.
     await foreign.click('#connect');
