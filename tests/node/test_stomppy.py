@@ -1061,3 +1061,60 @@ def test_handler_errors_reach_the_sender(app_node, clients, transport) -> None:
     lost.send("/app/nowhere", "", wait=False)
     assert lost.rec.error().headers["message"] == "no handler for SEND /app/nowhere"
     alice.assert_alive()
+
+
+POLICY = {
+    "auth": {"mode": "static", "users": {"alice": "a", "bob": "b", "root": "r", "ops": "o"}},
+    "authorization": {
+        "roles": {"admin": ["root"], "support": ["ops"]},
+        "rules": [
+            {"destination": "/topic/admin/**", "roles": ["admin"]},
+            {"subscribe": "/topic/support/**", "roles": ["admin", "support"]},
+            {"send": "/topic/announcements", "users": ["root"]},
+            {"subscribe": "/topic/room.{user}.*", "allow": "authenticated"},
+            {"subscribe": "/topic/**", "allow": "authenticated"},
+            {"send": "/topic/chat.*", "allow": "authenticated"},
+            {"subscribe": "/user/queue/**", "allow": "authenticated"},
+            {"send": "/user/{user}/**", "allow": "authenticated"},
+            {"send": "/user/*/queue/support", "roles": ["support"]},
+        ],
+    },
+}
+POLICY_TABLE = [
+    # user, frame, destination, allowed
+    ("alice", "SUBSCRIBE", "/topic/chat.lobby", True),
+    ("alice", "SUBSCRIBE", "/topic/admin/audit", False),
+    ("root", "SUBSCRIBE", "/topic/admin/audit", True),
+    ("alice", "SUBSCRIBE", "/topic/**", False),  # would take /topic/admin/... and /topic/support/...
+    ("ops", "SUBSCRIBE", "/topic/**", False),  # support may not read /topic/admin/...
+    ("root", "SUBSCRIBE", "/topic/**", True),  # admin may read everything under /topic
+    ("ops", "SUBSCRIBE", "/topic/support/*", True),
+    ("alice", "SUBSCRIBE", "/topic/support/tickets", False),
+    ("alice", "SUBSCRIBE", "/topic/room.alice.*", True),
+    ("alice", "SEND", "/topic/chat.lobby", True),
+    ("alice", "SEND", "/topic/news", False),  # the default: deny
+    ("alice", "SEND", "/topic/announcements", False),
+    ("root", "SEND", "/topic/announcements", True),
+    ("alice", "SEND", "/user/alice/queue/notes", True),
+    ("alice", "SEND", "/user/bob/queue/notes", False),
+    ("ops", "SEND", "/user/bob/queue/support", True),
+    ("alice", "SUBSCRIBE", "/user/queue/inbox", True),
+]
+
+
+@pytest.mark.parametrize(("user", "frame", "destination", "allowed"), POLICY_TABLE)
+def test_a_policy_table_on_a_real_node(node_factory, clients, user, frame, destination, allowed) -> None:
+    """Each rule of a Spring-like policy, as stomp.py sees it: a RECEIPT, or an ERROR naming the frame."""
+    node = node_factory(POLICY)
+    client = clients(node, "tcp", login=user, passcode=POLICY["auth"]["users"][user])
+    rid = "check"
+    if frame == "SUBSCRIBE":
+        client.conn.subscribe(destination, id="1", receipt=rid)
+    else:
+        client.conn.send(destination, "x", headers={"receipt": rid})
+    if allowed:
+        client.rec.receipt(rid)
+        assert not client.rec.errors
+    else:
+        assert client.rec.error().headers["message"] == f"access denied: {frame} {destination}"
+        client.rec.wait_disconnected()
