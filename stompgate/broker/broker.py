@@ -375,7 +375,10 @@ class Broker:
         count = 0
         for sub in list(entry.subscriptions.get(message.destination, ())):
             if sub.session is session:
-                session.deliver(sub, message)
+                if sub.replay is not None:  # after the stored messages it waits for, as dispatch does
+                    sub.replay.append(message)
+                else:
+                    session.deliver(sub, message)
                 count += 1
         self.stats.messages_delivered += count
         return count

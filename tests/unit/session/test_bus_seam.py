@@ -68,3 +68,39 @@ def test_recovery_after_a_bus_gap_puts_stored_messages_before_live_ones() -> Non
     assert bob.bodies() == [b"gap", b"live"]
     env.broker.dispatch(env.broker.message("/queue/in", {}, b"after", "bob"))
     assert bob.bodies() == [b"after"]
+
+
+def test_a_reply_to_one_session_waits_behind_its_stored_messages() -> None:
+    """@SendToUser(broadcast=false) during a replay: after the stored messages, as every live one."""
+
+    class SlowBus:
+        """Hands the stored messages over when the test says so."""
+
+        congested = False
+
+        def __init__(self) -> None:
+            self.replays: list[Any] = []
+
+        def publish(self, message: Any, delivered_here: int, done: Any, sender: Any = None) -> None:
+            if sender is not None:
+                sender.settle(message.size)
+
+        def user_sessions(self, user: str, count: int) -> None:
+            pass
+
+        def user_subscribed(self, user: str, destination: str, replay: Any) -> None:
+            self.replays.append(replay)
+
+        def user_unsubscribed(self, user: str, destination: str) -> None:
+            pass
+
+    env = make_env()
+    bus = SlowBus()
+    env.broker.bus = bus  # type: ignore[assignment]
+    bob = env.connected("bob")
+    bob.subscribe("/user/queue/me")
+    reply = env.broker.message("/queue/me", {}, b"reply", "bob")
+    assert env.broker.deliver_to_session(bob.session.id, reply) == 1
+    assert bob.frames() == []  # held: the stored ones come first
+    bus.replays.pop()([Message("/queue/me", {}, b"stored", user="bob", shown="/user/queue/me")])
+    assert bob.bodies() == [b"stored", b"reply"]
