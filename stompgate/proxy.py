@@ -156,6 +156,9 @@ class ProxyApplication:
             self._apply(call, answer)
         except BackendError as exc:
             self._fail(call, str(exc))
+        except Exception:  # the call must end, or its session waits for it forever
+            log.exception("application backend call %s %s", call.frame, call.destination)
+            call.finish("internal error while calling the application backend")
         else:
             call.finish(None)
 
@@ -325,6 +328,10 @@ class ProxyGate:
             _failures.log("connect from %s: %s", remote, exc, key=self._connect.url)
             done(None, str(exc))
             return
+        except Exception:  # the session waits for an answer: it must get one
+            log.exception("connect backend call")
+            done(None, "internal error while calling the connect backend")
+            return
         done(principal, None)
 
     def _principal(self, answer: dict[str, Any]) -> Principal:
@@ -385,6 +392,10 @@ class ProxyGate:
         except BackendError as exc:
             _failures.log("%s %s: %s", request["kind"], request["destination"], exc, key=backend.url)
             done(str(exc))
+            return
+        except Exception:  # the session waits for an answer: it must get one
+            log.exception("%s backend call", request["kind"])
+            done(f"internal error while calling {backend.name}")
             return
         if answer.get("allow") is not True:
             reason = answer.get("reason")
