@@ -22,7 +22,7 @@ from .broker import (
     JwtAuthenticator,
     StaticAuthenticator,
 )
-from .broker.auth import Authenticator
+from .broker.auth import Authenticator, AuthError, Credentials
 from .broker.session import CLOSE_POLICY
 from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
@@ -43,11 +43,21 @@ from .transport.websocket import WebSocketOutbound, websocket_handler
 log = logging.getLogger("stompgate")
 
 
+class ProxyLoginOnly:
+    """No auth.mode: CONNECTs are decided by the connect proxy; anything else that would
+    log in here (the HTTP API's user calls, extensions, a refresh-token) is refused."""
+
+    def authenticate(self, creds: Credentials) -> str | None:
+        raise AuthError("logins go through the connect proxy (proxy.connect_url)")
+
+
 def make_authenticator(config: Config) -> Authenticator:
     auth = config.auth
+    for warning in startup_warnings(config):  # whatever logging.level is: it must not go unseen
+        always(log, logging.WARNING, "%s", warning)
+    if auth.mode is None:  # proxy.connect_url says who connects (config.py checks it is set)
+        return ProxyLoginOnly()
     if auth.mode == "dev":
-        for warning in startup_warnings(config):  # whatever logging.level is: it must not go unseen
-            always(log, logging.WARNING, "%s", warning)
         return DevAuthenticator(auth.cookie)
     if auth.mode == "static":
         return StaticAuthenticator(auth.users)

@@ -280,8 +280,6 @@ class AuthConfig:
     dev_allow_remote: bool = False
 
     def validate(self, path: str, problems: list[str]) -> None:
-        if self.mode is None:
-            problems.append(f"{path}.mode: required: one of dev, static, jwt")
         for name in self.users:
             problem = user_name_problem(name)
             if problem is not None:
@@ -549,6 +547,8 @@ class Config:
             problems.append(
                 f"server.websocket_paths/sockjs: a path lies under api.prefix {self.api.prefix!r}"
             )
+        if self.auth.mode is None and self.proxy.connect_url is None:
+            problems.append("auth.mode: required: one of dev, static, jwt (or set proxy.connect_url)")
         if self.proxy.connect_url is not None and self.proxy.timeout_s >= self.stomp.connect_timeout_s:
             problems.append(
                 f"proxy.timeout_s: must be below stomp.connect_timeout_s ({self.stomp.connect_timeout_s:g}) "

@@ -548,3 +548,10 @@ def test_dev_mode_and_a_switched_mode_are_logged_at_every_level(tmp_path: Path) 
     )
     assert "WARNING stompgate: auth.mode is dev:" in out and "development only" in out
     assert "listening on" not in out  # an info line: level error is in force
+
+
+def test_a_connect_proxy_may_stand_in_for_auth_mode(tmp_path: Path) -> None:
+    proxy = {"connect_url": "http://backend/connect", "secret": "s" * 16}
+    config = load_config(write(tmp_path, {"api": {"key": "k"}, "proxy": proxy}), env={})
+    assert config.auth.mode is None
+    assert not config.authorization.authorizer(config.auth.mode, "/").default_allow  # production: deny

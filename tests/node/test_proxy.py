@@ -222,8 +222,13 @@ async def gatekeeper() -> AsyncIterator[tuple[Gatekeeper, str]]:
 
 
 def gated(base: str) -> dict[str, Any]:
+    """A production node whose logins are the backend's: no auth.mode at all, deny by default."""
     urls = {f"{kind}_url": f"{base}/{kind}" for kind in ("connect", "subscribe", "publish")}
-    return {"proxy": {**urls, "secret": SECRET, "timeout_s": 1}}
+    return {
+        "auth": {"mode": None},
+        "authorization": {"rules": [{"destination": "/topic/**", "allow": "authenticated"}]},
+        "proxy": {**urls, "secret": SECRET, "timeout_s": 1},
+    }
 
 
 async def connect_with(node: NodeProcess, cookie: str) -> tuple[WsStomp, Frame]:
