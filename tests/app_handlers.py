@@ -41,6 +41,16 @@ def setup(node):
         await asyncio.sleep(0.05 if msg.payload == "first" else 0)
         return msg.payload
 
+    never = asyncio.Event()
+
+    @node.message_mapping("/stuck")
+    async def stuck(msg):
+        await never.wait()  # until the handler timeout: a slow backend's worst
+
+    @node.subscribe_mapping("/tasks")
+    async def tasks(msg):
+        return len(asyncio.all_tasks())
+
     @node.subscribe_mapping("/rooms")
     async def rooms(msg):
         return ["lobby", "games"]

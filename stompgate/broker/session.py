@@ -116,6 +116,7 @@ _TURN = 1  # this loop turn's share of frames is spent: the rest waits for the n
 _RATE = 2  # over the rate limit (throttle policy): until the bucket refills
 _FLOW = 4  # publishes the bus has not taken are over the session's share, or the bus is congested
 _GATE = 8  # a backend decides on the frame being handled (broker/gate.py): until it answers
+_APP = 16  # max_application_calls of this session are waiting or running: until one ends
 
 # Shared by every session past CONNECT; never written to.
 _NOTHING: dict[str, str] = {}
@@ -129,7 +130,7 @@ class Session:
     __slots__ = (  # fmt: skip
         "broker", "id", "inflight", "limits", "out", "parser", "principal", "remote", "scheduler",
         "state", "subscriptions", "text_only", "transport", "user", "version", "wrote",
-        "_acks", "_beats", "_committing", "_deadline", "_flow_floor", "_frame_size",
+        "_acks", "_app_calls", "_beats", "_committing", "_deadline", "_flow_floor", "_frame_size",
         "_handshake_headers", "_mid_prefix", "_next_mid", "_nul_safe", "_paused", "_plain_tails",
         "_query", "_rate", "_rate_timer", "_receipt_of", "_receipts", "_transactions",
     )
@@ -194,6 +195,7 @@ class Session:
         self._next_mid = 1
         self._receipt_of: str | None = None  # receipt of the frame being handled
         self._committing = False
+        self._app_calls = 0  # application calls not finished yet
         self.wrote = True  # written to since the last heart-beat tick (heartbeats.py)
         # The connect timeout; after CONNECT, the end of the session's credential (JWT exp).
         self._deadline: TimerHandle | None = scheduler.call_later(
@@ -606,26 +608,35 @@ class Session:
         """Hand a SEND or SUBSCRIBE to an application destination to the application.
 
         It counts against the session's in-flight share until the application is
-        done, so a client cannot pile up handler calls faster than they finish.
+        done, and a session has at most ``max_application_calls`` of them
+        waiting or running: a client cannot pile up calls (each a task) faster
+        than its handlers finish.
         """
         path = self.broker.rules.application_path(destination)
         assert path is not None
 
         def finish(error: str | None) -> None:
+            self._app_calls -= 1
             self.settle(size)
             if self.state is _CLOSED:
                 return
             if error is not None:
                 self.fail(error, receipt=slot.receipt if slot is not None else None, code=CLOSE_POLICY)
-            elif slot is not None:
+                return
+            if slot is not None:
                 slot.ready = True
                 self._flush_receipts()
+            if self._paused & _APP and self._app_calls < self.limits.max_application_calls:
+                self._unpause(_APP)
 
         reply = (lambda message: self._reply(sub_id, message)) if sub_id is not None else _no_reply
         call = AppCall(
             frame, destination, path, headers, body, self.principal, self.id, sub_id, size, finish, reply
         )
-        self.broker.application.handle(call)
+        self._app_calls += 1
+        self.broker.application.handle(call)  # may finish at once (no handler)
+        if self._app_calls >= self.limits.max_application_calls:
+            self._pause(_APP)
 
     def _reply(self, sub_id: str, message: Message) -> None:
         """One MESSAGE on a subscription the session does not keep (``@SubscribeMapping``)."""

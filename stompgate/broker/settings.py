@@ -80,6 +80,9 @@ class SessionLimits:
     max_inflight_bytes: int = 1024 * 1024
     # Frames handled per loop turn before other connections get a turn.
     frames_per_turn: int = 64
+    # Calls to application destinations one session may have waiting or running
+    # (each a task until its handler or the backend is done); past it, not read.
+    max_application_calls: int = 16
     # The header the broker sets to the sender's user name on every message a client
     # SENT (a client cannot set or forge it); what the server publishes has server-sent.
     sender_header: str = "sender"

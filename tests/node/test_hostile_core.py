@@ -10,6 +10,7 @@ frame in a victim's page.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +190,39 @@ def test_the_http_api_refuses_what_stomp_refuses(node: NodeProcess) -> None:
         else:
             assert status == 400 and problem in answer["error"], (field, value, status, answer)
 
+
+
+# ------------------------------------------------------ application destinations
+
+APP_HANDLERS = {
+    **NO_RATE_LIMIT,
+    "destinations": {"application_prefixes": ["/app"]},
+    "server": {"extensions": [str(Path(__file__).resolve().parent.parent / "app_handlers.py")]},
+}
+
+
+async def open_tasks(node: NodeProcess) -> int:
+    """The node's asyncio tasks, as its @SubscribeMapping /app/tasks tells a fresh session."""
+    reader = await WsStomp.connect(node.ws_url, "counter")
+    await reader.send(Frame("SUBSCRIBE", {"destination": "/app/tasks", "id": "t"}))
+    count = int((await reader.recv()).body)
+    await reader.close()
+    return count
+
+
+async def test_a_flood_of_calls_to_a_stuck_handler_holds_a_bounded_few(node_factory: Any) -> None:
+    """5,000 SENDs to a handler that never answers: the session holds max_application_calls
+    of them (16 tasks), the rest stay unread in its socket; others are served as before."""
+    node = node_factory(APP_HANDLERS)
+    before = await open_tasks(node)
+    evil = await WsStomp.connect(node.ws_url, "evil")
+    frame = serialize(Frame("SEND", {"destination": "/app/stuck"}, b"x"), "1.2")
+    flood = frame * 5000
+
+    async def attack() -> None:
+        await evil.send_raw(flood)
+        await asyncio.sleep(3600)  # holds the calls open while the probe measures
+
+    idle, attacked = await measured(node, attack())
+    assert_unharmed(idle, attacked, what="calls to a stuck handler")
+    assert await open_tasks(node) <= before + 16 + 4  # the session's calls, not 5,000

@@ -107,3 +107,20 @@ class TestAuthorization:
         alice.publish("/app/admin/x", b"")
         alice.expect_error(contains="access denied: SEND /app/admin/x")
         assert len(app.calls) == 1
+
+
+class TestBound:
+    def test_a_session_has_at_most_max_application_calls_open(self) -> None:
+        env, app = app_env()
+        env.broker.limits.max_application_calls = 2
+        alice = env.connected("alice")
+        for i in range(5):
+            alice.publish("/app/slow", b"%d" % i)
+        assert [c.body for c in app.calls] == [b"0", b"1"]  # the rest waits unread
+        assert not alice.out.reading
+        app.calls[0].finish()
+        assert [c.body for c in app.calls] == [b"0", b"1", b"2"]
+        for call in app.calls[1:]:
+            call.finish()
+        app.calls[3].finish()
+        assert [c.body for c in app.calls] == [b"0", b"1", b"2", b"3", b"4"] and alice.out.reading
