@@ -17,6 +17,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -29,6 +30,29 @@ from stompgate.stomp import Frame
 SECRET = "proxy-secret-0123456789"
 
 
+def signed(request: web.Request, body: bytes) -> bool:
+    """What a backend does first: the node's signature over timestamp and body, and a recent timestamp."""
+    stamp = request.headers["X-Stompgate-Timestamp"]
+    want = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    recent = abs(time.time() - int(stamp)) < 60
+    return recent and hmac.compare_digest(want, request.headers["X-Stompgate-Signature"])
+
+
+@asynccontextmanager
+async def serving(route: str, handler: Any) -> AsyncIterator[str]:
+    """An aiohttp backend on a free loopback port, in the test's loop; its base URL."""
+    app = web.Application()
+    app.router.add_post(route, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 class Backend:
     """The application backend: what it was asked, and its answers by path."""
 
@@ -38,12 +62,9 @@ class Backend:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        stamp = request.headers["X-Stompgate-Timestamp"]
-        want = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(want, request.headers["X-Stompgate-Signature"]):
+        if not signed(request, body):
             self.bad_signatures += 1
             return web.Response(status=401)
-        assert abs(time.time() - int(stamp)) < 60
         call = json.loads(body)
         self.requests.append(call)
         path = call["path"]
@@ -80,14 +101,8 @@ class Backend:
 @pytest.fixture
 async def backend() -> AsyncIterator[tuple[Backend, str]]:
     state = Backend()
-    app = web.Application()
-    app.router.add_post("/stomp", state.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield state, f"http://127.0.0.1:{port}/stomp"
-    await runner.cleanup()
+    async with serving("/stomp", state.handle) as base:
+        yield state, f"{base}/stomp"
 
 
 def proxied(url: str) -> dict[str, Any]:
@@ -186,9 +201,7 @@ class Gatekeeper:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        stamp = request.headers["X-Stompgate-Timestamp"]
-        want = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(want, request.headers["X-Stompgate-Signature"])
+        assert signed(request, body)
         call = json.loads(body)
         self.calls[call["kind"]] += 1
         if call["kind"] == "connect":
@@ -211,14 +224,8 @@ class Gatekeeper:
 @pytest.fixture
 async def gatekeeper() -> AsyncIterator[tuple[Gatekeeper, str]]:
     state = Gatekeeper()
-    app = web.Application()
-    app.router.add_post("/{kind}", state.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield state, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving("/{kind}", state.handle) as base:
+        yield state, base
 
 
 def gated(base: str) -> dict[str, Any]:
