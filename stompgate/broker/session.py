@@ -378,6 +378,7 @@ class Session:
                 lambda p: gate.connect(creds, self.remote, lambda who, why: self._answered(p, why, who)),
                 lambda who: self._connected(frame, version, who),
                 denied="authentication failed",
+                receipt=frame.headers.get("receipt"),
                 code=CLOSE_POLICY,
             )
             return
@@ -431,18 +432,20 @@ class Session:
         go: Callable[[Principal | None], None],
         *,
         denied: str,
+        receipt: str | None,
         code: int = CLOSE_PROTOCOL_ERROR,
     ) -> None:
-        """Ask the gate; ``go`` once it allows. A refusal is an ERROR (``denied: why``).
+        """Ask the gate; ``go`` once it allows. A refusal is an ERROR (``denied: why``)
+        with the asked frame's ``receipt`` as its receipt-id, however late it comes.
 
         An answer that comes during ``ask`` (a cached one) goes on at once;
         otherwise the session stops reading until the answer comes.
         """
-        pending = Pending(go, denied, code)
+        pending = Pending(go, denied, code, receipt)
         ask(pending)
         if pending.answered:
             if pending.error is not None:
-                self.fail(f"{denied}: {pending.error}", code=code, receipt=self._receipt_of)
+                self.fail(f"{denied}: {pending.error}", code=code, receipt=receipt)
                 return
             go(pending.principal)
             return
@@ -454,7 +457,7 @@ class Session:
         if not pending.waiting or self.state is _CLOSED:
             return  # answered during _ask, which goes on by itself; or too late
         if error is not None:
-            self.fail(f"{pending.denied}: {error}", code=pending.code)
+            self.fail(f"{pending.denied}: {error}", code=pending.code, receipt=pending.receipt)
             return
         try:
             pending.go(principal)
@@ -570,6 +573,7 @@ class Session:
             lambda p: self._check(gate, p, SEND, destination, headers, frame.body),
             lambda _who: self._publish(target, headers, frame.body, size, slot),
             denied=f"access denied: SEND {destination}",
+            receipt=frame.headers.get("receipt"),
         )
 
     def _publish(
@@ -717,6 +721,7 @@ class Session:
             lambda p: self._check(gate, p, SUBSCRIBE, destination, {}, b""),
             lambda _who: self._subscribe(sub_id, listened, ack, user, slot),
             denied=f"access denied: SUBSCRIBE {destination}",
+            receipt=frame.headers.get("receipt"),
         )
 
     def _check(
@@ -839,6 +844,7 @@ class Session:
             lambda p: self._check(gate, p, SEND, destination, headers, frame.body),
             held,
             denied=f"access denied: SEND {destination}",
+            receipt=frame.headers.get("receipt"),
         )
 
     def _on_disconnect(self, frame: Frame) -> None:

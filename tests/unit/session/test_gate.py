@@ -20,6 +20,7 @@ class LaterGate:
         self.connects = connects
         self.checks = checks
         self.instant: set[str] = set()
+        self.refused: set[str] = set()
         self.asked: list[tuple[str, Callable[..., None]]] = []
 
     def connect(self, creds: Any, remote: str, done: Callable[..., None]) -> None:
@@ -29,6 +30,9 @@ class LaterGate:
               headers: Any, body: bytes, done: Callable[..., None]) -> None:  # fmt: skip
         if destination in self.instant:
             done(None)
+            return
+        if destination in self.refused:
+            done("refused at once")
             return
         self.asked.append((f"{frame} {destination}", done))
 
@@ -60,6 +64,39 @@ def test_a_refusal_names_the_frame() -> None:
     alice.publish("/topic/t", b"x")
     gate.asked.pop()[1]("read only")
     alice.expect_error(contains="access denied: SEND /topic/t: read only")
+
+
+def test_a_late_refusal_carries_the_frames_receipt() -> None:
+    for frame, headers in [
+        ("SEND", {"destination": "/topic/t", "receipt": "r-1"}),
+        ("SUBSCRIBE", {"destination": "/topic/t", "id": "1", "receipt": "r-1"}),
+    ]:
+        gate = LaterGate()
+        env = make_env()
+        alice = env.connected("alice")
+        env.broker.gate = gate
+        alice.send(frame, headers)
+        gate.asked.pop()[1]("no")
+        error = alice.expect_error(contains=f"access denied: {frame} /topic/t: no")
+        assert error.headers["receipt-id"] == "r-1"
+
+
+def test_an_immediate_refusal_carries_the_frames_receipt() -> None:
+    for frame, headers in [
+        ("SEND", {"destination": "/topic/t", "receipt": "r-2"}),
+        ("SUBSCRIBE", {"destination": "/topic/t", "id": "1", "receipt": "r-2"}),
+        ("SEND", {"destination": "/topic/t", "receipt": "r-2", "transaction": "tx"}),
+    ]:
+        gate = LaterGate()
+        gate.refused.add("/topic/t")
+        env = make_env()
+        alice = env.connected("alice")
+        env.broker.gate = gate
+        if "transaction" in headers:
+            alice.send("BEGIN", {"transaction": "tx"})
+        alice.send(frame, headers)
+        error = alice.expect_error(contains=f"access denied: {frame} /topic/t: refused at once")
+        assert error.headers["receipt-id"] == "r-2", frame
 
 
 def test_a_cached_answer_pauses_nothing() -> None:
