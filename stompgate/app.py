@@ -112,7 +112,8 @@ class Node:
         self.application: PythonApplication | None = None
         self.proxy: ProxyApplication | None = None
         if config.destinations.application_prefixes:
-            runner = CallRunner(config.proxy.concurrency)  # one, so a session's calls keep their order
+            # One runner, so a session's calls keep their order across handlers and the proxy.
+            runner = CallRunner(config.proxy.concurrency, config.proxy.max_calls_per_user)
             proxy = config.proxy
             if proxy.application_url is not None:
                 assert proxy.secret is not None

@@ -27,7 +27,8 @@ sender gets "internal error" there. With ``errors="frame"`` either becomes an
 ERROR frame and the session closes. A SEND no handler takes is an ERROR.
 
 Calls of one session run one after the other, in the order sent; all sessions'
-calls together are bounded (``concurrency``), each by ``timeout_s``; a call
+calls together are bounded (``concurrency``), one user's to a share of that
+(:class:`CallRunner`), each by ``timeout_s``; a call
 counts against its session's in-flight share until it is done, so a client
 sending faster than its handlers finish is paused, not queued without limit.
 """
@@ -136,12 +137,30 @@ def _is_variable(segment: str) -> bool:
     return len(segment) > 2 and segment[0] == "{" and segment[-1] == "}"
 
 
+class _Share:
+    """One owner's part of the slots: its own bound, and who is using or awaiting it."""
+
+    __slots__ = ("slots", "users")
+
+    def __init__(self, size: int) -> None:
+        self.slots = asyncio.Semaphore(size)
+        self.users = 0
+
+
 class CallRunner:
     """Runs application calls off the session: one session's in order, all bounded,
-    every task kept until done. Subclasses say what a call does (:meth:`process`)."""
+    every task kept until done. What a call does is the ``work`` given to :meth:`run`.
 
-    def __init__(self, concurrency: int = 256) -> None:
+    Each session runs one call at a time, so a user with many sessions could
+    otherwise hold every shared slot and make everyone else's calls wait for
+    its slow ones: a user holds at most ``per_user`` slots, and its other calls
+    wait in a queue of its own (an anonymous session is its own owner).
+    """
+
+    def __init__(self, concurrency: int = 256, per_user: int | None = None) -> None:
         self._slots = asyncio.Semaphore(concurrency)
+        self.per_user = per_user if per_user is not None else max(1, concurrency // 8)
+        self._shares: dict[str, _Share] = {}  # owners with a call running or waiting
         self._tails: dict[str, asyncio.Task[None]] = {}  # the last call of each session
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -164,12 +183,28 @@ class CallRunner:
         if self._tails.get(session_id) is task:
             del self._tails[session_id]
 
-    async def bounded(self, awaitable: Awaitable[Any], timeout_s: float | None) -> Any:
-        """``awaitable`` within the concurrency bound and ``timeout_s`` (None: its own)."""
-        async with self._slots:
-            if timeout_s is None:
-                return await awaitable
-            return await asyncio.wait_for(awaitable, timeout_s)
+    @staticmethod
+    def owner(call: AppCall) -> str:
+        """Whose share a call uses: its user's, or an anonymous session's own."""
+        name = call.principal.name
+        return f"user:{name}" if name is not None else f"session:{call.session_id}"
+
+    async def bounded(self, awaitable: Awaitable[Any], timeout_s: float | None, owner: str) -> Any:
+        """``awaitable`` within ``owner``'s share, the concurrency bound and ``timeout_s``
+        (None: its own)."""
+        share = self._shares.get(owner)
+        if share is None:
+            share = self._shares[owner] = _Share(self.per_user)
+        share.users += 1
+        try:
+            async with share.slots, self._slots:
+                if timeout_s is None:
+                    return await awaitable
+                return await asyncio.wait_for(awaitable, timeout_s)
+        finally:
+            share.users -= 1
+            if not share.users:
+                del self._shares[owner]
 
     async def stop(self, timeout: float = 2.0) -> None:
         """At shutdown: let calls under way finish for a moment, then cancel the rest."""
@@ -236,7 +271,9 @@ class PythonApplication:
             call.destination, call.path, variables, call.headers, call.body, call.principal, call.session_id
         )
         try:
-            result = await self.runner.bounded(self._invoke(mapping.handler, message), self.timeout_s)
+            result = await self.runner.bounded(
+                self._invoke(mapping.handler, message), self.timeout_s, self.runner.owner(call)
+            )
             self._send_result(call, mapping, variables, result)
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the sender's error, never the node's
             self._failed(call, mapping, exc)

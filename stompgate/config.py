@@ -422,6 +422,8 @@ class ProxyConfig:
     secret: str | None = None  # HMAC-SHA256 key the requests are signed with
     timeout_s: float = 5.0
     concurrency: int = 64  # calls in flight at once, Python handlers included
+    # Of those, one user's: a user with many sessions cannot take every slot.
+    max_calls_per_user: int = 8
     max_response_bytes: int = 1024 * 1024
 
     URLS = ("application_url", "connect_url", "subscribe_url", "publish_url")
@@ -434,7 +436,7 @@ class ProxyConfig:
                 problems.append(f"{path}.{name}: an http:// or https:// URL, got {url!r}")
         if given and (self.secret is None or len(self.secret) < 16):
             problems.append(f"{path}.secret: required with {path}.{given[0]}, at least 16 characters")
-        for name in ("timeout_s", "concurrency", "max_response_bytes"):
+        for name in ("timeout_s", "concurrency", "max_calls_per_user", "max_response_bytes"):
             _positive(getattr(self, name), f"{path}.{name}", problems)
 
 

@@ -152,7 +152,9 @@ class ProxyApplication:
     async def _run(self, call: AppCall) -> None:
         try:
             # The backend's own timeout, so that the error names it.
-            answer = await self.runner.bounded(self.backend.call(self._request(call), self.timeout_s), None)
+            answer = await self.runner.bounded(
+                self.backend.call(self._request(call), self.timeout_s), None, self.runner.owner(call)
+            )
             self._apply(call, answer)
         except BackendError as exc:
             self._fail(call, str(exc))

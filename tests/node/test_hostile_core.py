@@ -10,6 +10,7 @@ frame in a victim's page.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from harness.nodes import NodeProcess
 from harness.stompclient import WsStomp
 from stompgate.stomp import Frame, serialize
 
-from ..hostile import Probe, assert_unharmed, while_attacked
+from ..hostile import SAMPLE_TIMEOUT_S, Probe, assert_unharmed, while_attacked
 from ..jsrun import run_scenario
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
@@ -226,3 +227,46 @@ async def test_a_flood_of_calls_to_a_stuck_handler_holds_a_bounded_few(node_fact
     idle, attacked = await measured(node, attack())
     assert_unharmed(idle, attacked, what="calls to a stuck handler")
     assert await open_tasks(node) <= before + 16 + 4  # the session's calls, not 5,000
+
+
+class CallProbe(Probe):
+    """The innocent user's round trip through a handler: SEND /app/all-sessions, whose
+    reply comes back on its own /user/queue/me."""
+
+    async def start(self) -> CallProbe:
+        await super().start()
+        assert self.client is not None
+        await self.client.subscribe("/user/queue/me", "me")
+        return self
+
+    async def _roundtrip(self) -> float:
+        assert self.client is not None
+        self._seq += 1
+        body = f"call-{self._seq}".encode()
+        start = time.perf_counter()
+        headers = {"destination": "/app/all-sessions", "content-type": "text/plain"}
+        await self.client.send(Frame("SEND", headers, body))
+        while (frame := await self.client.recv(SAMPLE_TIMEOUT_S)).body != body:
+            assert frame.command == "MESSAGE", f"the innocent user got {frame}"
+        return time.perf_counter() - start
+
+
+async def test_one_user_with_many_sessions_cannot_take_every_call_slot(node_factory: Any) -> None:
+    """A user opens more sessions than there are call slots and has each call a handler
+    that never answers: it holds its share (proxy.max_calls_per_user), and an innocent
+    user's calls through a handler go on as when idle. Without the share every slot
+    is held until the handler timeout and the innocent's calls wait for it."""
+    node = node_factory({**APP_HANDLERS, "proxy": {"concurrency": 8, "max_calls_per_user": 2}})
+    probe = await CallProbe(node).start()
+    idle = await probe.measure(10)
+    evil = [await WsStomp.connect(node.ws_url, "evil") for _ in range(10)]
+    stuck = serialize(Frame("SEND", {"destination": "/app/stuck"}, b"x"), "1.2")
+
+    async def attack() -> None:
+        for session in evil:
+            await session.send_raw(stuck * 3)
+        await asyncio.sleep(3600)
+
+    attacked = await while_attacked(probe, attack(), 10)
+    await probe.close()
+    assert_unharmed(idle, attacked, what="one user's sessions holding call slots")
