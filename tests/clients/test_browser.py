@@ -97,6 +97,11 @@ def test_seed_page_chats_across_nodes_and_keeps_messages_for_a_closed_page(
     assert report["transports"] == {"alice": transport, "bob": transport}
     assert report["reopenedTransport"] == transport
     check_distinct_nodes(report)
+    # The seed's Chinese placeholders, and what they mean for readers of English.
+    assert report["placeholders"] == {
+        "receiver": "接收者姓名 · receiver's user name",
+        "message": "消息内容 · message text",
+    }
     alice = next(line.split(" say: ")[0] for line in report["bobLog"] if " say: " in line)
     assert chat_lines(report["bobLog"], alice) == [f"{alice} say: hello bob"] + [
         f"{alice} say: burst {i}" for i in range(1, 6)

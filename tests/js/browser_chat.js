@@ -180,6 +180,11 @@ async function bothConnected(browser, report) {
 }
 
 async function exchange(alice, bob, report) {
+  // What the two inputs say they are for: a reader without CJK fonts sees only the English.
+  report.placeholders = {};
+  for (const id of ['receiver', 'message']) {
+    report.placeholders[id] = await alice.page.getAttribute(`#${id}`, 'placeholder');
+  }
   await alice.send(bob.name, 'hello bob');
   await bob.waitForLine(`${alice.name} say: hello bob`);
   await bob.send(alice.name, 'hello alice');
