@@ -9,6 +9,7 @@ closing handshake.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -95,3 +96,24 @@ def close_reason(reason: str) -> bytes:
     """A close reason cut to the 123 bytes a close frame allows, on a character boundary."""
     return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
 
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() discards unsent data and resets
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Abort a connection so that the kernel lets go of it too.
+
+    ``transport.abort()`` drops what the loop holds, but the kernel still keeps
+    the socket's send buffer (megabytes, autotuned) and trickles it to a peer
+    that reads slowly before the FIN: a slow consumer cut off would hold that
+    memory and its descriptor for as long as it likes. With a zero linger the
+    close sends a reset and frees both at once, as the peer is being dropped anyway.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:  # already closed, or not a TCP socket: a plain abort is all there is
+            pass
+    transport.abort()

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 from aiohttp import HttpVersion11, WSMsgType, web
 
 from ..origins import OriginPolicy
-from ..wsio import WAKE, ReadGate, close_reason, wake, write_message
+from ..wsio import WAKE, ReadGate, close_reason, reset, wake, write_message
 from .frames import PayloadError, decode_payload, json_string
 from .session import Connection, Handler, RequestInfo, Session, State
 from .settings import SockJSSettings
@@ -152,7 +152,7 @@ class HttpReceiver:
         self._ended = True
         self._event.set()
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     def buffered(self) -> int:
         transport = self._transport
@@ -201,7 +201,7 @@ class WebSocketReceiver:
 
     def abort(self) -> None:
         self.ended = True
-        self._transport.abort()
+        reset(self._transport)
         wake(self._ws)
 
 
@@ -260,7 +260,7 @@ class RawSession:
 
     def abort(self) -> None:
         self.close(1002, "Connection aborted")
-        self._transport.abort()
+        reset(self._transport)
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()

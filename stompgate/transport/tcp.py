@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ..broker.session import Session
+from ..wsio import reset
 from .batching import TurnBatcher
 from .limits import ConnectionGate, GateProtocol, stomp_refusal
 
@@ -33,7 +34,7 @@ class TcpOutbound(TurnBatcher):
     def abort(self) -> None:
         self._drop_pending()
         self.closing = True
-        self._transport.abort()
+        reset(self._transport)
 
     def pause_reading(self) -> None:
         if not self._transport.is_closing():

@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from ..broker.session import Session
 from ..logs import RateLimitedLog
 from ..origins import OriginPolicy
-from ..wsio import WAKE, ReadGate, close_reason, frame_header, wake, write_message
+from ..wsio import WAKE, ReadGate, close_reason, frame_header, reset, wake, write_message
 from .batching import TurnBatcher
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class WebSocketOutbound(TurnBatcher):
         self._drop_pending()
         self.closing = True
         self._reading.resume()
-        self._transport.abort()
+        reset(self._transport)
         wake(self._ws)
 
     def pause_reading(self) -> None:
