@@ -1,4 +1,11 @@
-"""A SockJS endpoint on aiohttp: the URL scheme of SockJS protocol 0.3.3, as sockjs-client 1.x speaks it.
+"""A SockJS endpoint on aiohttp: protocol 0.3.3's URL scheme, answered as today's servers answer it.
+
+What the answers look like follows the sockjs-protocol repository's current
+suite (``sockjs-protocol.py``) and sockjs-node 0.3.24: ``no-transform`` in
+``Cache-Control``, ``/**/`` before JSONP callbacks, ``Origin: null`` echoed,
+the iframe page loading the client before bootstrapping it, ``text/event-stream``
+without a charset, and the first frame of a response in a chunk of its own.
+sockjs-client 1.1.4 to 1.6 speak to it on every transport.
 
 Under a base path (``/chat-websocket``)::
 
@@ -40,7 +47,9 @@ from .settings import SockJSSettings
 
 log = logging.getLogger(__name__)
 
-NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
+# As sockjs-node sends it: no-transform keeps proxies (and mobile "accelerators")
+# from recompressing or rewriting a stream of frames.
+NO_CACHE = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
 ONE_YEAR = 365 * 24 * 3600
 
 _ID = re.compile(r"[^/.]+")
@@ -52,11 +61,11 @@ _IFRAME_PAGE = """<!DOCTYPE html>
 <head>
   <meta http-equiv="X-UA-Compatible" content="IE=edge" />
   <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+  <script src="%s"></script>
   <script>
     document.domain = document.domain;
-    _sockjs_onload = function(){SockJS.bootstrap_iframe();};
+    SockJS.bootstrap_iframe();
   </script>
-  <script src="%s"></script>
 </head>
 <body>
   <h2>Don't panic!</h2>
@@ -162,10 +171,22 @@ class HttpReceiver:
         return size
 
     async def run(self, response: web.StreamResponse) -> None:
-        """Write frames as they come until the session lets go of this receiver."""
+        """Write frames as they come until the session lets go of this receiver.
+
+        The first frame goes out in a write (an HTTP chunk) of its own, as sockjs-node
+        writes every frame and as the protocol's suite reads a stream: a new session's
+        ``o`` is never glued to what follows it. Later frames queued together are
+        written together.
+        """
+        first = True
         while True:
             await self._event.wait()
             self._event.clear()
+            if first and self._chunks:
+                first = False
+                data = self._chunks.pop(0)
+                self._pending -= len(data)
+                await response.write(data)
             if self._chunks:
                 data = b"".join(self._chunks)
                 self._chunks.clear()
@@ -370,9 +391,17 @@ class SockJSEndpoint:
             raise _Refused(_empty(404))
 
     def _cors(self, request: web.Request, headers: dict[str, str]) -> dict[str, str]:
+        """CORS as sockjs-node's ``xhr_cors``: the page's Origin echoed with credentials,
+        ``null`` included (a browser takes ``*`` with credentials as a refusal);
+        ``*`` without credentials for a request that names no origin. Which
+        origins get this far is ``_check_origin``'s decision, made before."""
         origin = request.headers.get("Origin")
-        headers["Access-Control-Allow-Origin"] = origin if origin and origin != "null" else "*"
-        headers["Access-Control-Allow-Credentials"] = "true"
+        if origin:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Allow-Credentials"] = "true"
+        else:
+            headers["Access-Control-Allow-Origin"] = "*"
+        headers["Vary"] = "Origin"
         asked = request.headers.get("Access-Control-Request-Headers")
         if asked:
             headers["Access-Control-Allow-Headers"] = asked
@@ -462,10 +491,14 @@ class SockJSEndpoint:
         fmt: Callable[[str], bytes],
         streaming: bool,
         prelude: bytes = b"",
+        extra_headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         self._check_origin(request)
         self._check_owner(request, session_id)
-        response = web.StreamResponse(headers=self._session_headers(request, content_type))
+        headers = self._session_headers(request, content_type)
+        if extra_headers:
+            headers.update(extra_headers)
+        response = web.StreamResponse(headers=headers)
         if request.version < HttpVersion11:
             # Neither length nor chunks on HTTP/1.0: only closing the connection ends the body.
             response.force_close()
@@ -507,7 +540,7 @@ class SockJSEndpoint:
 
     async def _eventsource(self, request: web.Request, session_id: str) -> web.StreamResponse:
         return await self._receive(
-            request, session_id, "eventsource", "text/event-stream; charset=UTF-8", _event, True, b"\r\n"
+            request, session_id, "eventsource", "text/event-stream", _event, True, b"\r\n"
         )
 
     async def _htmlfile(self, request: web.Request, session_id: str) -> web.StreamResponse:
@@ -522,10 +555,18 @@ class SockJSEndpoint:
         callback = self._callback(request).encode("ascii")
 
         def fmt(frame: str) -> bytes:
-            return callback + b"(" + json_string(frame).encode("ascii") + b");\r\n"
+            # The leading comment is the Rosetta Flash defence: a body that starts with the
+            # callback's name could be made to read as a Flash file served by this origin.
+            return b"/**/" + callback + b"(" + json_string(frame).encode("ascii") + b");\r\n"
 
         return await self._receive(
-            request, session_id, "jsonp-polling", "application/javascript; charset=UTF-8", fmt, False
+            request,
+            session_id,
+            "jsonp-polling",
+            "application/javascript; charset=UTF-8",
+            fmt,
+            False,
+            extra_headers={"X-Content-Type-Options": "nosniff"},
         )
 
     @staticmethod

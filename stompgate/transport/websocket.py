@@ -27,7 +27,23 @@ log = logging.getLogger(__name__)
 # Any page can make a browser try: a line each, a flood counted.
 _refused = RateLimitedLog(log, "refused handshakes", level=logging.INFO, burst=20, interval_s=60.0)
 
+# Highest version first: the order in which a handshake's offers are answered.
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+
+
+def choose_subprotocol(offered: str | None) -> str | None:
+    """The highest STOMP version a handshake's ``Sec-WebSocket-Protocol`` offers, whatever
+    their order; None when it offers none of ours.
+
+    aiohttp, as RFC 6455 allows, would take the client's first offer we know:
+    webstomp-client offers ``v10.stomp, v11.stomp, v12.stomp`` in that order and
+    would then be held to STOMP 1.0 (no heart-beats, no NACK) by a 1.2 server.
+    """
+    if not offered:
+        return None
+    # Answered in the client's own spelling: aiohttp accepts only a token the client sent.
+    tokens = {token.strip().lower(): token.strip() for token in offered.split(",")}
+    return next((tokens[proto] for proto in SUBPROTOCOLS if proto in tokens), None)
 
 
 class WebSocketOutbound(TurnBatcher):
@@ -99,8 +115,13 @@ def websocket_handler(
     max_msg = 4 * broker.limits.max_frame_size + 64 * 1024
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        chosen = choose_subprotocol(request.headers.get("Sec-WebSocket-Protocol"))
         ws = web.WebSocketResponse(
-            protocols=SUBPROTOCOLS, compress=False, max_msg_size=max_msg, autoping=True, timeout=5.0
+            protocols=(chosen,) if chosen else (),
+            compress=False,
+            max_msg_size=max_msg,
+            autoping=True,
+            timeout=5.0,
         )
         if not ws.can_prepare(request).ok:
             return web.json_response(

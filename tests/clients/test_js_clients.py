@@ -50,7 +50,7 @@ def bodies(messages: list[dict[str, Any]]) -> list[str]:
     [
         ("modern", "1.2", {"v12.stomp"}),  # offers v12.stomp, v11.stomp, v10.stomp
         ("legacy-over", "1.1", {""}),  # Stomp.over(new WebSocket(url)): no sub-protocol, like SockJS
-        ("legacy-client", "1.1", {"v10.stomp", "v11.stomp"}),  # Stomp.client(url) offers both
+        ("legacy-client", "1.1", {"v11.stomp"}),  # Stomp.client(url) offers v10.stomp, v11.stomp
         ("legacy-overws", "1.1", None),  # Stomp.overWS(url), stompjs's own Node transport
     ],
 )
