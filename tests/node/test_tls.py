@@ -149,21 +149,10 @@ async def test_stomppy_websocket_and_http_api_over_tls(tls_node, pki: Pki) -> No
     # The node's certificate is checked: a client that does not trust its CA is refused.
     assert raw_stomp_connect(node.tcp_port, ssl.create_default_context()) == b"SSLCertVerificationError"
     # And nothing plain gets through: plain STOMP gets no CONNECTED, plain HTTP no page.
-    assert b"CONNECTED" not in plain_answer(node.tcp_port, b"CONNECT\naccept-version:1.2\nlogin:p\n\n\x00")
-    assert b"HTTP/1.1" not in plain_answer(node.port, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
-
-
-def plain_answer(port: int, request: bytes) -> bytes:
-    """What a client speaking without TLS gets until the node closes (a TLS alert at most)."""
-    received = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as plain:
-        plain.sendall(request)
-        try:
-            while chunk := plain.recv(4096):
-                received += chunk
-        except ConnectionError:
-            pass
-    return received
+    assert b"CONNECTED" not in raw_request(
+        node.tcp_port, None, b"CONNECT\naccept-version:1.2\nlogin:p\n\n\x00"
+    )
+    assert b"HTTP/1.1" not in raw_request(node.port, None, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
 
 
 @pytest.mark.js
@@ -432,3 +421,33 @@ async def test_header_and_connect_timeouts_count_from_the_end_of_the_handshake(t
     await ws.publish("/user/quiet/queue/a", "still here", receipt=False)
     assert (await ws.recv()).body == b"still here"
     await ws.close()
+
+
+def test_refusals_reach_the_client_over_tls(tls_node) -> None:
+    """Past a connection cap, the 503 / ERROR is written over TLS: the client can read why."""
+    node = tls_node({"server": {"connections": {"per_address": 1, "exempt": []}}})
+    with socket.create_connection(("127.0.0.1", node.tcp_port), timeout=TIMEOUT) as raw:
+        with node.ssl_context.wrap_socket(raw, server_hostname="localhost") as held:
+            held.sendall(b"CONNECT\naccept-version:1.2\nlogin:held\n\n\x00")
+            assert held.recv(4096).startswith(b"CONNECTED\n")
+            http = raw_request(node.port, node.ssl_context, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert http.startswith(b"HTTP/1.1 503 "), http
+            assert b"too many connections from 127.0.0.1 (server.connections.per_address = 1)" in http
+            stomp_answer = raw_request(node.tcp_port, node.ssl_context, b"CONNECT\n\n\x00")
+            assert stomp_answer.startswith(b"ERROR\n") and b"too many connections" in stomp_answer
+
+
+def raw_request(port: int, context: ssl.SSLContext | None, request: bytes) -> bytes:
+    """Everything the node answers until it closes, over TLS with ``context``, else in plain text."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+        sock = context.wrap_socket(raw, server_hostname="localhost") if context else raw
+        try:
+            sock.sendall(request)
+            while chunk := sock.recv(4096):
+                received += chunk
+        except (ssl.SSLError, ConnectionError):
+            pass  # a reset or an alert after the answer, or instead of it
+        finally:
+            sock.close()
+    return received
