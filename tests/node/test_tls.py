@@ -19,6 +19,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,15 @@ def wait_log(node: NodeProcess, text: str, count: int = 1) -> None:
 # --------------------------------------------------------------- clients
 
 
-async def test_stomppy_websocket_and_http_api_over_tls(tls_node, pki: Pki) -> None:
+async def test_stomppy_websocket_sockjs_and_http_api_over_tls(tls_node, pki: Pki) -> None:
     """A stomp.py subscriber on STOMP over TLS gets what a WSS client and the HTTPS API send it."""
-    node = tls_node()
+    node = tls_node({"server": {"sockjs": [{"path": "/sjs"}]}})
     assert node.http_url.startswith("https://") and node.health()["status"] == "ok"
+    # SockJS's HTTP transports are served over HTTPS too: a session opens on xhr polling.
+    poll = urllib.request.Request(node.http_url + "/sjs/000/s1/xhr", method="POST")
+    opened = await asyncio.to_thread(urllib.request.urlopen, poll, context=node.ssl_context)
+    with opened:
+        assert opened.read() == b"o\n"
     conn, bob = await asyncio.to_thread(stomp_tls, node, pki, "bob")
     try:
         assert bob.connected_frame is not None
