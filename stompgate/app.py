@@ -364,6 +364,8 @@ async def serve(config: Config) -> None:
 
 
 def run(config: Config) -> None:
+    # SIGHUP reloads TLS files once the node is up (serve); until then it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux

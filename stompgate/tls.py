@@ -166,11 +166,11 @@ class ServerTls:
         try:
             context = build_context(self.config)
             summary = describe(self.config.certificate)
+            warning = expiry_warning(self.config.certificate)
         except TlsError as exc:
             log.error("TLS reload failed, still serving the previous certificate: %s", exc)
             return False
         self.context = context
-        warning = expiry_warning(self.config.certificate)
         if warning is not None:
             log.warning("%s", warning)
         log.info("TLS certificate reloaded: %s", summary)

@@ -329,6 +329,14 @@ def test_sighup_reloads_the_certificate_for_new_connections(tls_node, pki: Pki) 
         conn.disconnect()
 
 
+def test_sighup_without_tls_is_harmless(node_factory) -> None:
+    """SIGHUP's default action ends a process: a node without server.tls logs it and goes on."""
+    node = node_factory()
+    node.proc.send_signal(signal.SIGHUP)
+    wait_log(node, "SIGHUP: nothing to reload (server.tls is not set)")
+    assert node.health()["status"] == "ok"
+
+
 def test_sighup_reaches_every_worker(tmp_path: Path, pki: Pki, bus_config_for) -> None:
     """server.workers: 2 serve TLS each; SIGHUP to the supervisor reloads both."""
     config = deep_merge(
