@@ -23,7 +23,7 @@ def api(
     headers = {"Authorization": auth or f"Bearer {API_KEY}", "Content-Type": "application/json"}
     req = urllib.request.Request(node.http_url + path, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=node.ssl_context) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

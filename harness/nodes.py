@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -96,20 +97,26 @@ class NodeProcess:
     log_path: Path
     config: dict[str, Any] = field(default_factory=dict)
     killed: bool = False
+    # With server.tls: how the harness's own requests (health) trust the node (harness/certs.py).
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.config.get("server", {}).get("tls", {}).get("certificate"))
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.http_url + "/health", timeout=2) as resp:
+        with urllib.request.urlopen(self.http_url + "/health", timeout=2, context=self.ssl_context) as resp:
             health: dict[str, Any] = json.loads(resp.read())
             return health
 

@@ -34,6 +34,7 @@ from .origins import OriginPolicy
 from .proxy import ProxyApplication, ProxyGate
 from .sockjs import SockJSEndpoint, SockJSOptions
 from .sockjs.settings import SockJSSettings
+from .tls import ServerTls
 from .transport.httpsite import GatedSite, handler_kwargs
 from .transport.limits import ConnectionGate, derived_max_connections, open_file_limit, parse_networks
 from .transport.sockjs import sockjs_message_limit, stomp_sockjs_endpoint
@@ -136,6 +137,7 @@ class Node:
             self.broker.gate = self.proxy_gate
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
+        self.tls = ServerTls(config.server.tls) if config.server.tls.certificate else None
         self.gate = self._make_gate()
         self.app = self._make_app()
 
@@ -269,26 +271,27 @@ class Node:
                 cfg.max_outbound_buffer,
                 reuse_port=shared,
                 gate=self.gate,
+                tls=self.tls,
             )
         site = GatedSite(
-            self._runner, self.gate, cfg.host, cfg.port, kwargs=kwargs, reuse_port=shared, backlog=1024
-        )
+            self._runner, self.gate, cfg.host, cfg.port, kwargs=kwargs, reuse_port=shared, backlog=1024,
+            tls=self.tls,
+        )  # fmt: skip
         await site.start()
         log.info(
-            "stompgate %s node %s listening on http://%s:%d "
+            "stompgate %s node %s listening on %s "
             "(websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",
             __version__,
             self.node_id,
-            cfg.host,
-            cfg.port,
+            site.name,
             ", ".join(cfg.websocket_paths) or "off",
             ", ".join(s.path for s in cfg.sockjs) or "off",
             self.config.api.prefix if self.config.api.enabled else "off",
-            f"{cfg.tcp.host}:{cfg.tcp.port}" if cfg.tcp.enabled else "off",
+            f"{cfg.tcp.host}:{cfg.tcp.port}{' over TLS' if self.tls else ''}" if cfg.tcp.enabled else "off",
             "memory" if self.config.bus.type == "memory" else f"redis, {self.config.bus.routing}",
         )
         for static in cfg.static:
-            log.info("serving %s at http://%s:%d%s/", static.dir, cfg.host, cfg.port, static.path.rstrip("/"))
+            log.info("serving %s at %s%s/", static.dir, site.name, static.path.rstrip("/"))
         log.info(
             "connections: at most %d, %d per address (exempt: %s); "
             "request heads within %g s, bodies within %g s",
@@ -298,6 +301,14 @@ class Node:
             conn.header_timeout_s,
             conn.body_timeout_s,
         )
+
+    def reload(self) -> None:
+        """SIGHUP: read the TLS certificate and key again (new connections get them, open ones
+        keep theirs); a failure is logged and the previous ones stay."""
+        if self.tls is None:
+            log.info("SIGHUP: nothing to reload (server.tls is not set)")
+            return
+        self.tls.reload()
 
     async def stop(self) -> None:
         """Tell every client the server is going away (ERROR + 1012), then stop listening."""
@@ -347,12 +358,15 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
     await stop.wait()
     log.info("signal received: shutting down")
     await node.stop()
 
 
 def run(config: Config) -> None:
+    # SIGHUP reloads TLS files once the node is up (serve); until then it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux

@@ -32,6 +32,7 @@ from .bus.address import Address
 from .bus.base import OfflineLimits
 from .origins import origin_problem
 from .sockjs.settings import SockJSSettings
+from .tls import VERSIONS, TlsError, build_context, client_auth_of, expiry_warning
 
 ENV_PREFIX = "STOMPGATE_"
 
@@ -54,6 +55,44 @@ class TcpConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 61613
+
+
+@dataclass
+class TlsConfig:
+    """TLS on the node's own listeners (HTTP and STOMP over TCP), on when ``certificate`` is set.
+
+    The files are loaded into an ``ssl.SSLContext`` here already, so check-config
+    names a bad certificate or key (stompgate/tls.py, docs/tls.md)."""
+
+    certificate: str | None = None  # PEM: the server certificate, then its intermediates
+    key: str | None = None  # PEM private key, without a passphrase
+    client_ca: str | None = None  # PEM CA(s) that client certificates must chain to
+    client_auth: Literal["none", "optional", "required"] | None = None  # default: required with client_ca
+    min_version: str = "1.2"
+    handshake_timeout_s: float = 10.0
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        before = len(problems)
+        if self.min_version not in VERSIONS:
+            problems.append(f"{path}.min_version: must be 1.2 or 1.3, got {self.min_version!r}")
+        _positive(self.handshake_timeout_s, f"{path}.handshake_timeout_s", problems)
+        mode = client_auth_of(self)
+        if mode != "none" and self.client_ca is None:
+            problems.append(
+                f"{path}.client_auth: {mode} needs {path}.client_ca (the CA client certificates chain to)"
+            )
+        if mode == "none" and self.client_ca is not None:
+            problems.append(f"{path}.client_ca: set, but {path}.client_auth is none: remove one of them")
+        if self.certificate is None:
+            for name in ("key", "client_ca"):
+                if getattr(self, name) is not None:
+                    problems.append(f"{path}.{name}: needs {path}.certificate (TLS is on when it is set)")
+            return
+        if len(problems) == before:
+            try:
+                build_context(self, path)
+            except TlsError as exc:
+                problems.extend(exc.problems)
 
 
 @dataclass
@@ -146,6 +185,7 @@ class ServerConfig:
     # Processes serving this config's ports (SO_REUSEPORT), each a node of the cluster.
     workers: int = 1
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         _port(self.port, f"{path}.port", problems)
@@ -603,7 +643,13 @@ def dev_exposure_problem(config: Config) -> str | None:
 
 def startup_warnings(config: Config) -> list[str]:
     """What a node says at start, at every log level (and check-config prints): dev
-    mode, and a production login with no authorization at all."""
+    mode, a production login with no authorization at all, an expired TLS certificate."""
+    certificate = config.server.tls.certificate
+    expired = expiry_warning(certificate) if certificate else None
+    return _login_warnings(config) + ([expired] if expired else [])
+
+
+def _login_warnings(config: Config) -> list[str]:
     auth = config.auth
     if auth.mode != "dev":
         authorization = config.authorization
@@ -839,5 +885,9 @@ def _resolve_paths(config: Config, base: Path) -> None:
         if static.dir:
             static.dir = str(base / static.dir)
     config.server.extensions = [str(base / ext) for ext in config.server.extensions]
+    tls = config.server.tls
+    for name in ("certificate", "key", "client_ca"):
+        if getattr(tls, name):
+            setattr(tls, name, str(base / getattr(tls, name)))
     if config.auth.jwt.public_key_file:
         config.auth.jwt.public_key_file = str(base / config.auth.jwt.public_key_file)

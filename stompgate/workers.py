@@ -4,7 +4,8 @@ Each worker is a node of the cluster in its own right (node id ``<id>-w<i>``):
 what crosses workers goes through Redis exactly as what crosses hosts does, so
 nothing here knows about STOMP. The kernel spreads new connections over the
 workers (``SO_REUSEPORT``). The parent only starts the workers, starts again
-one that dies, and passes SIGTERM/SIGINT on.
+one that dies, and passes SIGTERM/SIGINT on, and SIGHUP (each worker reads
+its TLS files again).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
         if pid == 0:  # the worker: no event loop or thread exists yet in the parent
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's node handles it
             for handler in logging.getLogger().handlers:
                 handler.setFormatter(SafeFormatter(log_format.replace("%(name)s", f"w{index} %(name)s")))
             code = 1
@@ -65,8 +67,14 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:
+        for pid in list(children):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     for index in range(config.server.workers):
         spawn(index)
     log.info(

@@ -15,6 +15,7 @@ hundreds or thousands; a node that merely works harder shows single digits.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import statistics
 import time
 from dataclasses import dataclass
@@ -52,9 +53,10 @@ class Stats:
         }
 
 
-async def _health_once(port: int) -> float:
+async def _health_once(port: int, tls: ssl.SSLContext | None = None) -> float:
     start = time.perf_counter()
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), SAMPLE_TIMEOUT_S)
+    connecting = asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    reader, writer = await asyncio.wait_for(connecting, SAMPLE_TIMEOUT_S)
     try:
         writer.write(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
         head = await asyncio.wait_for(reader.read(), SAMPLE_TIMEOUT_S)
@@ -76,7 +78,8 @@ class Probe:
 
     async def start(self) -> Probe:
         # No client pings: a frozen node must show as slow samples, not as a closed probe.
-        client = await WsStomp.open(self.url, ping_interval=None)
+        tls = {"ssl": self.node.ssl_context} if self.url.startswith("wss:") else {}
+        client = await WsStomp.open(self.url, ping_interval=None, **tls)
         await client.send(
             Frame("CONNECT", {"accept-version": "1.2", "login": self.user, "heart-beat": "0,0"})
         )
@@ -107,7 +110,7 @@ class Probe:
     async def measure(self, samples: int = 20, pause: float = 0.02) -> Stats:
         stats = Stats([], [])
         for _ in range(samples):
-            stats.health.append(await self._timed(_health_once(self.node.port)))
+            stats.health.append(await self._timed(_health_once(self.node.port, self.node.ssl_context)))
             stats.roundtrip.append(await self._timed(self._roundtrip()))
             await asyncio.sleep(pause)
         return stats

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from ..tls import ServerTls
 from .limits import ConnectionGate, GateProtocol, http_refusal
 
 # After a response to a request whose body was not read (a 408 for a slow body,
@@ -57,7 +58,7 @@ class CountedRequestHandler(RequestHandler):
 class GatedSite(web.BaseSite):
     """A TCPSite whose accepted connections pass the gate before aiohttp sees them."""
 
-    __slots__ = ("_host", "_port", "_gate", "_kwargs", "_reuse_port")
+    __slots__ = ("_host", "_port", "_gate", "_kwargs", "_reuse_port", "_tls")
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class GatedSite(web.BaseSite):
         kwargs: dict[str, Any],
         backlog: int = 1024,
         reuse_port: bool = False,
+        tls: ServerTls | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
@@ -76,10 +78,11 @@ class GatedSite(web.BaseSite):
         self._gate = gate
         self._kwargs = kwargs
         self._reuse_port = reuse_port
+        self._tls = tls  # HTTPS: the loop's TLS, then the gate (stompgate/tls.py)
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
@@ -98,4 +101,5 @@ class GatedSite(web.BaseSite):
             backlog=self._backlog,
             reuse_address=True,
             reuse_port=self._reuse_port,
+            **(self._tls.server_kwargs() if self._tls is not None else {}),
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ..broker.session import Session
+from ..tls import ServerTls
 from ..wsio import reset
 from .batching import TurnBatcher
 from .limits import ConnectionGate, GateProtocol, stomp_refusal
@@ -90,8 +91,11 @@ async def start_tcp_server(
     max_outbound_buffer: int,
     reuse_port: bool = False,
     gate: ConnectionGate | None = None,
+    tls: ServerTls | None = None,
 ) -> asyncio.Server:
-    """The listener; with a ``gate``, a connection past its caps gets an ERROR frame and no session."""
+    """The listener; with a ``gate``, a connection past its caps gets an ERROR frame and no session.
+
+    With ``tls``, STOMP over TLS (RabbitMQ's 61614): the gate sees a connection once its handshake is done."""
     loop = asyncio.get_running_loop()
     factory: Callable[[], asyncio.Protocol]
     if gate is None:
@@ -102,4 +106,7 @@ async def start_tcp_server(
             return StompTcpProtocol(broker, max_outbound_buffer, release)
 
         factory = lambda: GateProtocol(gate, admitted, stomp_refusal)  # noqa: E731
-    return await loop.create_server(factory, host, port, reuse_address=True, reuse_port=reuse_port)
+    tls_kwargs = tls.server_kwargs() if tls is not None else {}
+    return await loop.create_server(
+        factory, host, port, reuse_address=True, reuse_port=reuse_port, **tls_kwargs
+    )  # fmt: skip

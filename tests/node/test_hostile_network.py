@@ -197,7 +197,9 @@ class SlowAttack:
                 )
             elif kind == "tcp-half-frame":
                 writer.write(b"CONNECT\naccept-version:1.2\nlog")
-            # tcp-silent: nothing at all
+            elif kind.endswith("half-hello"):  # TLS: a record header announcing a 512-byte ClientHello
+                writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+            # tcp-silent, http-silent: nothing at all
             data = await read_all(reader, 30)
             if data is None:
                 return
@@ -236,6 +238,23 @@ class SlowAttack:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def probed_mid_attack(node: NodeProcess, attack: SlowAttack, waves: dict[str, int]) -> hostile.Stats:
+    """The innocent user's stats when it arrives 3 s into ``attack`` (waves every 0.2 s)."""
+    task = asyncio.ensure_future(attack.run(waves, 0.2))
+    probe: Probe | None = None
+    try:
+        await asyncio.sleep(3.0)  # past the point where the attack, unchecked, has used every file
+        probe = await new_probe(node)  # the innocent user arrives in the middle of the attack
+        attacked = await probe.measure()
+        await asyncio.sleep(0.5)
+    finally:
+        if probe is not None:
+            await probe.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return attacked
+
+
 async def test_idle_and_slow_connections_are_closed_before_they_exhaust_the_node(node_factory) -> None:
     """Half request lines, slowloris headers, silent and half STOMP frames: closed on time.
 
@@ -255,18 +274,7 @@ async def test_idle_and_slow_connections_are_closed_before_they_exhaust_the_node
     idle = await idle_stats(node)
     attack = SlowAttack(node.port, node.tcp_port)
     waves = {"http-half-line": 16, "http-slowloris": 4, "tcp-silent": 3, "tcp-half-frame": 3}
-    task = asyncio.ensure_future(attack.run(waves, 0.2))
-    probe: Probe | None = None
-    try:
-        await asyncio.sleep(3.0)  # past the point where the attack, unchecked, has used every file
-        probe = await new_probe(node)  # the innocent user arrives in the middle of the attack
-        attacked = await probe.measure()
-        await asyncio.sleep(0.5)
-    finally:
-        if probe is not None:
-            await probe.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    attacked = await probed_mid_attack(node, attack, waves)
     assert_unharmed(idle, attacked, what="half requests, slowloris, silent STOMP")
     assert attack.refused == 0, "the node's derived cap (192) should leave room for this attack"
     limit = {
