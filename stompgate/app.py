@@ -309,6 +309,12 @@ class Node:
             conn.header_timeout_s,
             conn.body_timeout_s,
         )
+        if self.proxies:
+            log.info(
+                "client addresses: from %s when the peer is a trusted proxy (%s)",
+                cfg.client_address_header,
+                ", ".join(cfg.trusted_proxies),
+            )
 
     async def stop(self) -> None:
         """Tell every client the server is going away (ERROR + 1012), then stop listening."""
