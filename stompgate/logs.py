@@ -134,10 +134,9 @@ class JsonFormatter(logging.Formatter):
             value = fields.get(key)
             if value is not None:
                 out[key] = value
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
+        if record.exc_info:  # not cached on the record: a text handler escapes its own copy
+            out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
