@@ -1,28 +1,37 @@
 """Logs (issue 14, item 4) on real nodes: JSON lines, the access log, and client addresses behind
 trusted proxies (server.trusted_proxies), which also decide the per-address connection cap.
 
-No proxy runs here: the tests send X-Forwarded-For / Forwarded themselves, from 127.0.0.1
-configured as a trusted proxy, and from 127.0.0.2 (any of 127.0.0.0/8 reaches the loopback
-interface) that is not.
+Most tests send X-Forwarded-For / Forwarded themselves, from 127.0.0.1 configured as a
+trusted proxy, and from 127.0.0.2 (any of 127.0.0.0/8 reaches the loopback interface) that
+is not; the last puts a real nginx in front of a node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
+from aiohttp import web
 from websockets.exceptions import InvalidStatus
 
-from harness.nodes import NodeProcess
+from harness.nodes import NodeProcess, free_port
 from harness.stompclient import Closed, WsStomp
 from stompgate.stomp import Frame
+
+from .test_proxy import SECRET, serving, signed
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
 
@@ -314,3 +323,118 @@ def test_trusted_proxies_are_checked(tmp_path: Path) -> None:
     assert "logging.access_log: expected true or false, got 'maybe'" in text
     text = problems("server: {trusted_proxies: [10.0.0.0/8, nginx]}\n")
     assert "server.trusted_proxies[1]: expected an IP address or network (10.0.0.0/8), got 'nginx'" in text
+
+
+async def test_the_connect_proxy_is_told_the_clients_address(node_factory) -> None:
+    """``remote`` in what the connect backend is sent is the session's address: the forwarded client."""
+    seen: list[str] = []
+
+    async def connect(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        assert signed(request, body)
+        seen.append(json.loads(body)["remote"])
+        return web.json_response({"user": "alice"})
+
+    async with serving("/connect", connect) as base:
+        node = node_factory(
+            {
+                "auth": {"mode": None},
+                "server": {"trusted_proxies": ["127.0.0.1"]},
+                "proxy": {"connect_url": f"{base}/connect", "secret": SECRET, "timeout_s": 1},
+            }
+        )
+        forwarded = {"X-Forwarded-For": "6.6.6.6, 203.0.113.44"}
+        for source in ("127.0.0.1", "127.0.0.2"):  # trusted, then not
+            client = await WsStomp.open(node.ws_url, additional_headers=forwarded, local_addr=(source, 0))
+            await client.send(Frame("CONNECT", {"accept-version": "1.2", "heart-beat": "0,0"}))
+            assert (await client.recv()).command == "CONNECTED"
+            await client.ws.close()
+    assert seen == ["203.0.113.44", "127.0.0.2"]
+
+
+# ------------------------------------------------------------------ behind a real nginx
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_CONF = """
+daemon off;
+{user}
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_in_front(tmp_path: Path, upstream: int) -> Iterator[int]:
+    """nginx on a free loopback port proxying to ``upstream`` (its own X-Forwarded-For appended)."""
+    directory = tmp_path / "nginx"
+    directory.mkdir()
+    port = free_port()
+    user = "user root root;" if os.getuid() == 0 else ""  # its workers must enter the tmp directory
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, d=directory, port=port, upstream=upstream))
+    log = open(directory / "out.log", "wb")
+    proc = subprocess.Popen(
+        [NGINX, "-e", str(directory / "error.log"), "-c", str(conf), "-p", str(directory)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, (directory / "out.log").read_text()
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "nginx did not listen"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is needed: scripts/bootstrap.sh test")
+async def test_behind_nginx_the_cap_and_the_logs_see_each_client(node_factory, tmp_path: Path) -> None:
+    """Clients from 127.0.0.2 and 127.0.0.3 reach the node through nginx (from 127.0.0.1, trusted)."""
+    node = node_factory({**limited(2, trusted_proxies=["127.0.0.1"]), "logging": {"format": "json"}})
+    with nginx_in_front(tmp_path, node.port) as port:
+        url = f"ws://127.0.0.1:{port}/ws"
+        spoofed = {"X-Forwarded-For": "203.0.113.1"}  # appended to by nginx: read from the right
+        held = [
+            await WsStomp.open(url, additional_headers=spoofed, local_addr=("127.0.0.2", 0)) for _ in range(2)
+        ]
+        with pytest.raises(InvalidStatus) as info:
+            await WsStomp.open(url, additional_headers=spoofed, local_addr=("127.0.0.2", 0))
+        assert info.value.response.status_code == 503
+        assert b"too many connections from 127.0.0.2" in (info.value.response.body or b"")
+        other = await WsStomp.open(url, local_addr=("127.0.0.3", 0))
+        await other.send(Frame("CONNECT", {"accept-version": "1.2", "heart-beat": "0,0", "login": "bob"}))
+        assert (await other.recv()).command == "CONNECTED"
+        for client in [*held, other]:
+            await client.ws.close()
+        await wait_for_log(node, '"remote":"127.0.0.3"')
+    handshakes = access(records(node), path="/ws")
+    assert sorted(r["remote"] for r in handshakes) == ["127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3"]
+    assert sorted(r["status"] for r in handshakes) == [101, 101, 101, 503]
