@@ -13,8 +13,8 @@ behind a trusted proxy (:mod:`.clientaddr`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from time import perf_counter
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -41,14 +41,16 @@ class AccessLog(AbstractAccessLogger):
 async def log_handshake(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: a WebSocket handshake is logged as its 101 goes out."""
     if isinstance(response, web.WebSocketResponse) and log.isEnabledFor(logging.INFO):
-        started = request.get(STARTED)
-        elapsed = asyncio.get_running_loop().time() - started if started is not None else 0.0
-        access_line(log, request, response.status, 0, elapsed)
+        access_line(log, request, response.status, 0, 0.0)
 
 
 def access_line(
     logger: logging.Logger, request: BaseRequest, status: int, size: int, elapsed_s: float
 ) -> None:
+    """``elapsed_s``: aiohttp's measure, used when the request never reached the app (a 400)."""
+    started = request.get(STARTED)
+    if started is not None:
+        elapsed_s = perf_counter() - started
     remote = request.get(CLIENT) or request.remote or "-"
     path = request.rel_url.raw_path
     agent = request.headers.get("User-Agent", "")

@@ -18,7 +18,7 @@ headers it sends.
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -27,13 +27,14 @@ from ..forwarded import TrustedProxies
 from .limits import ConnectionGate
 
 CLIENT = web.RequestKey("stompgate.client", str)  # the client's address (the peer's, untrusted)
-STARTED = web.RequestKey("stompgate.started", float)  # loop time the request reached the app
+# perf_counter() when the request reached the app: uvloop's loop clock counts whole milliseconds.
+STARTED = web.RequestKey("stompgate.started", float)
 
 
 def client_address_middleware(proxies: TrustedProxies, gate: ConnectionGate) -> Middleware:
     @web.middleware
     async def client_address(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[STARTED] = asyncio.get_running_loop().time()
+        request[STARTED] = time.perf_counter()
         peer = request.remote or ""
         if not proxies or not proxies.trusts(peer):
             request[CLIENT] = peer
