@@ -28,13 +28,16 @@ from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
 from .config import Config, startup_warnings
 from .extensions import NodeContext, load_extension
+from .forwarded import TrustedProxies
 from .http.api import PublishApi
-from .logs import always
+from .logs import always, set_node
 from .origins import OriginPolicy
 from .proxy import ProxyApplication, ProxyGate
 from .sockjs import SockJSEndpoint, SockJSOptions
 from .sockjs.settings import SockJSSettings
 from .tls import ServerTls
+from .transport.access import log_handshake
+from .transport.clientaddr import client_address_middleware
 from .transport.httpsite import GatedSite, handler_kwargs
 from .transport.limits import ConnectionGate, derived_max_connections, open_file_limit, parse_networks
 from .transport.sockjs import sockjs_message_limit, stomp_sockjs_endpoint
@@ -97,6 +100,8 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.node_id = config.node_id or secrets.token_hex(4)
+        set_node(self.node_id)
+        self.proxies = TrustedProxies(config.server.trusted_proxies, config.server.client_address_header)
         self.broker = make_broker(config)
         limits = config.offline.limits()
         if config.bus.type == "redis":
@@ -153,11 +158,18 @@ class Node:
                 open_file_limit(),
                 derived,
             )
-        return ConnectionGate(conn.max or derived, conn.per_address, parse_networks(conn.exempt))
+        # A trusted proxy's connections carry many clients: each of those is counted per request.
+        exempt = parse_networks(conn.exempt) + self.proxies.networks
+        return ConnectionGate(conn.max or derived, conn.per_address, exempt)
 
     def _make_app(self) -> web.Application:
         cfg = self.config
-        app = web.Application(client_max_size=cfg.stomp.max_frame_size + 64 * 1024)
+        app = web.Application(
+            client_max_size=cfg.stomp.max_frame_size + 64 * 1024,
+            middlewares=[client_address_middleware(self.proxies, self.gate)],
+        )
+        if cfg.logging.access_log:
+            app.on_response_prepare.append(log_handshake)
         origins = OriginPolicy(cfg.server.allowed_origins)
         handler = websocket_handler(self.broker, cfg.server.max_outbound_buffer, self._outbounds, origins)
         for path in cfg.server.websocket_paths:
@@ -255,7 +267,7 @@ class Node:
             self._check_budget()
         conn = cfg.connections
         # keepalive_timeout doubles as the header timeout (transport/httpsite.py).
-        kwargs = handler_kwargs(conn.header_timeout_s, conn.body_timeout_s)
+        kwargs = handler_kwargs(conn.header_timeout_s, conn.body_timeout_s, self.config.logging.access_log)
         # handler_cancellation: a client that drops a waiting SockJS poll is noticed at once.
         self._runner = web.AppRunner(
             self.app, handle_signals=False, shutdown_timeout=1, handler_cancellation=True, **kwargs
@@ -301,6 +313,12 @@ class Node:
             conn.header_timeout_s,
             conn.body_timeout_s,
         )
+        if self.proxies:
+            log.info(
+                "client addresses: from %s when the peer is a trusted proxy (%s)",
+                cfg.client_address_header,
+                ", ".join(cfg.trusted_proxies),
+            )
 
     def reload(self) -> None:
         """SIGHUP: read the TLS certificate and key again (new connections get them, open ones

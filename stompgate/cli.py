@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         for warning in startup_warnings(config):
             print(f"stompgate: warning: {warning}", file=sys.stderr)
         return 0
-    logs.setup(config.logging.level, LOG_FORMAT)
+    logs.setup(config.logging.level, LOG_FORMAT, config.logging.format, config.node_id)
     log = logging.getLogger("stompgate.config")
     for note in notes:  # a changed auth.mode is shown whatever the level; the rest at info
         if note.warning:

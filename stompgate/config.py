@@ -151,13 +151,7 @@ class ConnectionsConfig:
         if self.max is not None:
             _positive(self.max, f"{path}.max", problems)
         _positive(self.per_address, f"{path}.per_address", problems)
-        for i, entry in enumerate(self.exempt):
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                problems.append(
-                    f"{path}.exempt[{i}]: expected an IP address or network (10.0.0.0/8), got {entry!r}"
-                )
+        _networks(self.exempt, f"{path}.exempt", problems)
         _positive(self.header_timeout_s, f"{path}.header_timeout_s", problems)
         _positive(self.body_timeout_s, f"{path}.body_timeout_s", problems)
 
@@ -186,9 +180,14 @@ class ServerConfig:
     workers: int = 1
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    # Reverse proxies (addresses, networks) whose client_address_header names the client
+    # (stompgate/forwarded.py); from any other peer the header is ignored.
+    trusted_proxies: list[str] = field(default_factory=list)
+    client_address_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
 
     def validate(self, path: str, problems: list[str]) -> None:
         _port(self.port, f"{path}.port", problems)
+        _networks(self.trusted_proxies, f"{path}.trusted_proxies", problems)
         _positive(self.workers, f"{path}.workers", problems)
         _port(self.tcp.port, f"{path}.tcp.port", problems)
         _origins(self.allowed_origins, f"{path}.allowed_origins", problems)
@@ -447,6 +446,10 @@ class OfflineConfig:
 @dataclass
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: one readable line per record; json: one JSON object per line (docs/logging.md).
+    format: Literal["text", "json"] = "text"
+    # One line per HTTP request at logger stompgate.access, level info.
+    access_log: bool = True
 
 
 @dataclass
@@ -681,6 +684,14 @@ def _origins(entries: list[str], key: str, problems: list[str]) -> None:
         problem = origin_problem(entry)
         if problem is not None:
             problems.append(f"{key}[{i}]: {problem}")
+
+
+def _networks(entries: list[str], key: str, problems: list[str]) -> None:
+    for i, entry in enumerate(entries):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"{key}[{i}]: expected an IP address or network (10.0.0.0/8), got {entry!r}")
 
 
 def _port(value: int, key: str, problems: list[str]) -> None:

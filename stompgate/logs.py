@@ -8,7 +8,11 @@ a newline in a user's text cannot start a forged record, an ESC cannot
 rewrite a terminal, a lone surrogate cannot make the handler fail.
 Tracebacks keep their own lines; the messages of their exceptions are escaped too.
 
-Stdlib only: ``broker/`` (sans-I/O) uses :class:`RateLimitedLog` too.
+``logging.format: json`` swaps it for :class:`JsonFormatter`: one JSON object per
+line, with the node id and the structured fields call sites pass as ``extra``
+(docs/logging.md). There, JSON's escaping keeps a record on one line.
+
+Stdlib and orjson only: ``broker/`` (sans-I/O) uses :class:`RateLimitedLog` too.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
+
+import orjson
 
 # C0 controls (tab and newline included), DEL, C1 controls, U+2028/U+2029 (line
 # breaks to many readers and to str.splitlines) and UTF-16 surrogates.
@@ -81,11 +87,103 @@ def _messages(exc: traceback.TracebackException) -> Iterator[str]:
         todo += getattr(current, "exceptions", None) or []
 
 
-def setup(level: str, fmt: str) -> None:
-    """The process's logging: one stderr handler with :class:`SafeFormatter`."""
+# The structured fields a record may carry (``extra=``), in the order a JSON line shows them:
+# sessions' and operations' events, then an access line's own (docs/logging.md).
+FIELDS = (
+    "event", "session", "user", "remote", "transport", "reason",
+    "method", "path", "status", "bytes", "duration_ms", "agent",
+)  # fmt: skip
+# What JSON leaves raw but a terminal or a line reader may act on: C1 controls and
+# U+2028/U+2029, as they appear in orjson's UTF-8 output (only ever inside strings).
+_RAW_IN_JSON = re.compile(b"\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _json_escape(match: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(match.group().decode("utf-8"))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as orjson can write it: text without lone surrogates (escaped as
+    text, as the text format shows them), anything unusual as its str()."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return _SURROGATES.sub(_escape_char, text) if _SURROGATES.search(text) else text
+
+
+def _iso_utc(record: logging.LogRecord) -> str:
+    """The record's time in ISO 8601, UTC, to the millisecond: 2026-12-01T16:17:02.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record and line: ts (ISO 8601, UTC), level, logger, msg, node,
+    the :data:`FIELDS` present, and ``exception`` / ``stack`` text when there is any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _iso_utc(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "node": getattr(record, "node", None),
+        }
+        fields = record.__dict__
+        for key in FIELDS:
+            value = fields.get(key)
+            if value is not None:
+                out[key] = value
+        if record.exc_info:  # not cached on the record: a text handler escapes its own copy
+            out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        try:
+            line = orjson.dumps(out)
+        except TypeError:  # a lone surrogate (a header's undecodable byte), a type orjson does not know
+            line = orjson.dumps({key: _plain(value) for key, value in out.items()})
+        return _RAW_IN_JSON.sub(_json_escape, line).decode("utf-8")
+
+
+class NodeStamp(logging.Filter):
+    """Stamps each record with this process's node id (``record.node``), for the JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "node", None) is None:
+            record.node = self.node
+        return True
+
+
+_stamp = NodeStamp()
+
+
+def set_node(node_id: str | None) -> None:
+    """The node id this process's records carry from now on (a worker's own, once forked)."""
+    _stamp.node = node_id
+
+
+def setup(level: str, fmt: str, style: Literal["text", "json"] = "text", node: str | None = None) -> None:
+    """The process's logging: one stderr handler, :class:`SafeFormatter` with ``fmt`` or
+    :class:`JsonFormatter`, its records stamped with ``node``."""
     handler = logging.StreamHandler()
-    handler.setFormatter(SafeFormatter(fmt))
+    handler.setFormatter(JsonFormatter() if style == "json" else SafeFormatter(fmt))
+    handler.addFilter(_stamp)
+    set_node(node)
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def label_worker(index: int, node_id: str, fmt: str) -> None:
+    """In worker process ``index``: text lines name the worker, JSON lines carry its node id."""
+    set_node(node_id)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, SafeFormatter):
+            handler.setFormatter(SafeFormatter(fmt.replace("%(name)s", f"w{index} %(name)s")))
 
 
 def always(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:

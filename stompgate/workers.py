@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import suppress
 
 from .config import Config
-from .logs import SafeFormatter
+from .logs import label_worker, set_node
 
 log = logging.getLogger("stompgate")
 
@@ -37,6 +37,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
         log.error("cannot start: %s", taken)
         return 1
     base_id = config.node_id or secrets.token_hex(4)
+    set_node(base_id)  # the supervisor's own lines
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
     stopping = False
     exit_code = 0
@@ -48,8 +49,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's node handles it
-            for handler in logging.getLogger().handlers:
-                handler.setFormatter(SafeFormatter(log_format.replace("%(name)s", f"w{index} %(name)s")))
+            label_worker(index, worker.node_id or base_id, log_format)
             code = 1
             try:
                 code = run_worker(worker)

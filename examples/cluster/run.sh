@@ -142,6 +142,9 @@ server:
     - path: /chat
       dir: "$root/examples/chat/public"
   extensions: ["$root/examples/chat/backend.py"]
+  # nginx (on this host) appends the client's address to X-Forwarded-For: believe it from
+  # loopback only, so that the nodes' logs and per-address cap see the client, not nginx.
+  trusted_proxies: [127.0.0.1]
 auth:
   mode: dev
   cookie: chat_user

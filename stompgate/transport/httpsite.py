@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..tls import ServerTls
+from . import access
 from .limits import ConnectionGate, GateProtocol, http_refusal
 
 # After a response to a request whose body was not read (a 408 for a slow body,
@@ -28,13 +29,19 @@ from .limits import ConnectionGate, GateProtocol, http_refusal
 MAX_LINGERING_S = 5.0
 
 
-def handler_kwargs(header_timeout_s: float, body_timeout_s: float) -> dict[str, Any]:
-    """The arguments of aiohttp's per-connection RequestHandler (also valid for AppRunner)."""
-    return {
+def handler_kwargs(
+    header_timeout_s: float, body_timeout_s: float, access_log: bool = False
+) -> dict[str, Any]:
+    """The arguments of aiohttp's per-connection RequestHandler (also valid for AppRunner);
+    ``access_log``: one line per request (transport/access.py)."""
+    kwargs: dict[str, Any] = {
         "keepalive_timeout": header_timeout_s,
         "lingering_time": min(MAX_LINGERING_S, body_timeout_s),
         "access_log": None,
     }
+    if access_log:
+        kwargs.update(access_log=access.log, access_log_class=access.AccessLog)
+    return kwargs
 
 
 class CountedRequestHandler(RequestHandler):

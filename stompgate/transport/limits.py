@@ -186,19 +186,39 @@ class ConnectionGate:
         if exempt:
             self.total += 1
             return "", None
+        refusal = self._take(address)
+        if refusal is not None:
+            return None, refusal
+        self.total += 1
+        return address, None
+
+    def admit_forwarded(self, host: str) -> tuple[str | None, str | None]:
+        """:meth:`admit` for a client behind a trusted proxy (``host``: its address from the
+        proxy's header), counted per address only: the proxy's connection, exempt from the
+        per-address cap, counts in the total already. Released with :meth:`release_forwarded`."""
+        address, exempt = self._key_of(host)
+        if exempt:
+            return "", None
+        refusal = self._take(address)
+        return (None, refusal) if refusal is not None else (address, None)
+
+    def _take(self, address: str) -> str | None:
+        """One more connection from ``address``, or the refusal text past the per-address cap."""
         count = self.by_address.get(address, 0)
         if count >= self.per_address:
             self.refusals.refused(address, f"server.connections.per_address ({self.per_address}) reached")
-            return None, (
-                f"too many connections from {address} (server.connections.per_address = {self.per_address})"
-            )
+            cap = f"server.connections.per_address = {self.per_address}"
+            return f"too many connections from {address} ({cap})"
         self.by_address[address] = count + 1
-        self.total += 1
-        return address, None
+        return None
 
     def release(self, address: str) -> None:
         """A connection admitted under ``address`` ("" for an exempt one) has ended."""
         self.total -= 1
+        self.release_forwarded(address)
+
+    def release_forwarded(self, address: str) -> None:
+        """A request admitted by :meth:`admit_forwarded` under ``address`` has ended."""
         if address:
             count = self.by_address[address] - 1
             if count:

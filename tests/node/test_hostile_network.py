@@ -418,7 +418,7 @@ async def test_per_address_cap_refuses_clearly_and_spares_other_addresses(node_f
             f"too many connections from 127.0.0.2 (server.connections.per_address = {PER_ADDRESS})"
         ), frame
     # Refusals are logged once per address and interval, not once per connection.
-    lines = [line for line in node.log().splitlines() if "127.0.0.2" in line]
+    lines = [line for line in node.log().splitlines() if "refus" in line and "127.0.0.2" in line]
     assert lines and (
         "refusing connections from 127.0.0.2: server.connections.per_address (10) reached" in lines[0]
     )
