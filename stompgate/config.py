@@ -596,6 +596,9 @@ class Config:
             problems.append(problem)
         if self.admin.enabled and self.admin.api_key and not self.api.enabled:
             problems.append("admin.api_key: needs api.enabled (and api.key), the key it accepts")
+        admin_path = self.admin.path
+        if self.admin.enabled and any(p == admin_path or p.startswith(admin_path + "/") for p in ws):
+            problems.append(f"server.websocket_paths/sockjs: a path lies under admin.path {admin_path!r}")
 
 
 # ------------------------------------------------------------- dev mode

@@ -7,6 +7,7 @@ answer within ``admin.timeout_s`` is named in ``missing`` rather than waited for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from ..bus.contract import ClusterBus
     from ..config import Config
     from .answers import NodeAnswers
+
+log = logging.getLogger("stompgate.admin")
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The page's own files, and the chart library's (installed by scripts/bootstrap.sh), by the name served.
@@ -155,6 +158,13 @@ class AdminApi:
                 raise BadRequest("'user' and 'session' are non-empty strings")
         got = await self._call(AdminCommand("disconnect", user=user, session=session))
         closed = {str(r.get("node")): int(r.get("closed", 0)) for r in got.replies}
+        log.warning(
+            "admin disconnect of %s asked from %s: %d session(s) closed%s",
+            f"user {user!r}" if user is not None else f"session {session}",
+            request.remote,
+            sum(closed.values()),
+            f" (no answer from {', '.join(got.missing)})" if got.missing else "",
+        )
         return web.json_response({"closed": sum(closed.values()), "nodes": closed, "missing": got.missing})
 
     # ------------------------------------------------------------ the page

@@ -49,11 +49,20 @@ def test_off_by_default(node) -> None:
         ({"enabled": True, "password": "short"}, "admin.password: at least 12 characters"),
         ({"path": "/admin/"}, "admin.path: must start with '/' and not end with it"),
         ({"enabled": True, "api_key": True}, "admin.api_key: needs api.enabled"),
+        (
+            {"enabled": True, "password": "long-enough-pw", "path": "/ws"},
+            "server.websocket_paths/sockjs: a path lies under admin.path '/ws'",
+        ),
     ],
 )
 def test_config_refuses_an_open_or_weak_admin(tmp_path, admin_section, problem) -> None:
     path = tmp_path / "c.yaml"
-    config = {"auth": {"mode": "dev"}, "api": {"enabled": False}, "admin": admin_section}
+    config = {
+        "server": {"websocket_paths": ["/ws"]},
+        "auth": {"mode": "dev"},
+        "api": {"enabled": False},
+        "admin": admin_section,
+    }
     path.write_text(json.dumps(config))
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
@@ -214,6 +223,7 @@ async def test_disconnect_a_user_then_a_session(admin_node) -> None:
     for bad in ({}, {"user": "a", "session": "b"}, {"user": ""}, {"user": 5}):
         assert admin(admin_node, "POST", "/disconnect", bad)[0] == 400, bad
     assert "disconnected by an administrator" in admin_node.log()
+    assert "admin disconnect of user 'alice' asked from 127.0.0.1: 2 session(s) closed" in admin_node.log()
 
 
 def test_page_and_chart_library_are_served_locally(admin_node) -> None:
