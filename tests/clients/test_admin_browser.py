@@ -1,8 +1,9 @@
-"""The admin page in headless Chromium against a real node with real STOMP clients.
+"""The admin page in headless Chromium on a 2-node cluster (a real Redis) with real STOMP clients.
 
-An operator logs in (a wrong password first), sees alice online and the
-charts, finds her session and disconnects her; alice's client gets the ERROR.
-The screenshot it takes is docs/images/admin.png when STOMPGATE_UPDATE_SCREENSHOTS=1.
+An operator logs in on node A (a wrong password first), sees both nodes, their
+charts and alice online, finds her session on node B and disconnects her from
+the page; alice's client on B gets the ERROR. The screenshot it takes is
+docs/images/admin.png when STOMPGATE_UPDATE_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness.adminclient import ADMIN_CONFIG, ADMIN_PASSWORD
-from harness.nodes import ROOT
+from harness.clusterkit import wait_ready
+from harness.nodes import ROOT, deep_merge
 from harness.stompclient import Closed, WsStomp
 from stompgate.stomp import Frame
 
@@ -28,13 +30,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
-def node(node_factory):
+def two(node_factory, bus_config_for):
     assert CHROMIUM.exists(), "chromium is needed: scripts/bootstrap.sh test installs it"
-    return node_factory(ADMIN_CONFIG)
+    nodes = node_factory.many(2, deep_merge(bus_config_for("standalone", "directed"), ADMIN_CONFIG))
+    for node in nodes:
+        wait_ready(node)
+    return nodes
 
 
-async def test_admin_page_finds_and_disconnects_a_user(node, tmp_path: Path) -> None:
-    alice = await WsStomp.connect(node.ws_url, "alice")
+async def test_admin_page_finds_and_disconnects_a_user(two, tmp_path: Path) -> None:
+    node, other = two
+    alice = await WsStomp.connect(other.ws_url, "alice")
     await alice.subscribe("/user/queue/inbox", "inbox")
     await alice.subscribe("/topic/news", "news")
     carol = await WsStomp.connect(node.ws_url, "carol")
@@ -67,11 +73,12 @@ async def test_admin_page_finds_and_disconnects_a_user(node, tmp_path: Path) -> 
     assert report["wrongPassword"].startswith("missing or wrong admin credentials")
     assert report["dashboardAfterWrong"] is False and report["loginVisible"] is False
     assert report["users"] == ["alice", "bob", "carol"]
-    assert report["nodes"][0][0] == node.id and report["nodes"][0][3] == "3"
-    assert report["charts"] == [1, 1, 1] and node.id in " ".join(report["chartLegend"])
-    assert report["summary"].startswith(f"alice: 1 session(s) ({node.id}: 1)")
+    assert sorted((row[0], row[3]) for row in report["nodes"]) == sorted([(node.id, "2"), (other.id, "1")])
+    legend = " ".join(report["chartLegend"])
+    assert report["charts"] == [1, 1, 1] and node.id in legend and other.id in legend
+    assert report["summary"].startswith(f"alice: 1 session(s) ({other.id}: 1)")
     [row] = report["aliceSessions"]
-    assert row[0] == node.id and row[2] == "websocket" and row[3] == "127.0.0.1"
+    assert row[0] == other.id and row[2] == "websocket" and row[3] == "127.0.0.1"
     assert row[5] == "/queue/inbox, /topic/news"
     assert report["confirm"] == "Disconnect every session of alice?"
     assert report["status"].startswith("updated") or "1 session(s) closed" in report["status"]
