@@ -13,9 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from ..origins import OriginPolicy
+
+# Only the node's own pages: no configured origin, not even server.allowed_origins.
+_OWN_ORIGIN_ONLY = OriginPolicy([])
 
 
 def _same(given: str, expected: bytes | None) -> bool:
@@ -53,9 +57,5 @@ class AdminGuard:
     def cross_origin(request: web.Request) -> str | None:
         """The request's Origin when it is not this node's own (a page of another site), else None."""
         origin = request.headers.get("Origin")
-        if origin is None:
-            return None  # not sent by a browser page (CLI, curl), or a same-origin GET
-        parts = urlsplit(origin)
-        if origin == "null" or not parts.netloc or parts.netloc.lower() != request.host.lower():
-            return origin
-        return None
+        # None: not sent by a browser page (CLI, curl), or a same-origin GET.
+        return None if _OWN_ORIGIN_ONLY.allows(origin, request.host) else origin

@@ -90,3 +90,7 @@ def test_guard() -> None:
     assert AdminGuard.cross_origin(_request(Origin="http://node.example:8080", **host)) is None
     assert AdminGuard.cross_origin(_request(Origin="http://evil.example", **host)) == "http://evil.example"
     assert AdminGuard.cross_origin(_request(Origin="null", **host)) == "null"
+    assert AdminGuard.cross_origin(_request(Origin="http://node.example:9090", **host)) is not None
+    # Behind a proxy ending TLS: the page is https, the node is reached over http with the same Host.
+    assert AdminGuard.cross_origin(_request(Origin="https://node.example", Host="node.example:443")) is None
+    assert AdminGuard.cross_origin(_request(Origin="http://node.example", Host="node.example")) is None
