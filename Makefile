@@ -21,4 +21,4 @@ check-config:
 	.venv/bin/stompgate check-config config.yaml
 
 clean:
-	rm -rf .venv tests/js/node_modules .pytest_cache .hypothesis
+	rm -rf .venv tests/js/node_modules stompgate/admin/static/node_modules .pytest_cache .hypothesis

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what stompgate needs on a fresh Debian machine with Python 3.11.
-#   scripts/bootstrap.sh run    the virtualenv with stompgate, Node.js + the chat example's npm packages
+#   scripts/bootstrap.sh run    the virtualenv with stompgate, Node.js + the npm packages of the chat example
+#                               and of the admin page (its chart library)
 #   scripts/bootstrap.sh test   also the test tools: pytest & co, npm packages, redis-server, chromium, nginx,
 #                               and the benchmark's load generator and peers
 # Steps already done are skipped, so running it again is cheap.
@@ -47,6 +48,8 @@ npm_install() {  # npm packages of a folder, again only when its package.json ch
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 npm_install examples/chat/public
 npm_install examples/greeting/public
+# The admin page's chart library (uPlot), served by the node itself, never from a CDN.
+npm_install stompgate/admin/static
 
 if [ "$what" = test ]; then
   # The cluster tests start their own redis-server processes (and redis-cli --cluster create).

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
+from .admin.answers import node_answers
 from .application import CallRunner, PythonApplication
 from .broker import (
     Broker,
@@ -111,6 +112,11 @@ class Node:
         else:
             self.bus = MemoryBus(limits, self.node_id)
         self.broker.bus = self.bus
+        admin = config.admin  # every node answers admin commands; admin.enabled serves the API
+        self.admin = node_answers(
+            self.broker, self.bus.stats, self.node_id, admin.sample_interval_s, admin.history
+        )
+        self.bus.serve_admin(self.admin)
         self._expiry: asyncio.TimerHandle | None = None
         self._budget_timer: asyncio.TimerHandle | None = None
         self._outbounds: set[WebSocketOutbound] = set()
@@ -191,6 +197,10 @@ class Node:
             assert cfg.api.key is not None
             api = PublishApi(self.broker, self.bus, cfg.api.key, cfg.server.connections.body_timeout_s)
             app.add_routes(api.routes(cfg.api.prefix))
+        if cfg.admin.enabled:
+            from .admin.api import AdminApi
+
+            app.add_routes(AdminApi(cfg, self.bus, self.admin).routes(cfg.admin.path))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         for static in cfg.server.static:
@@ -262,6 +272,8 @@ class Node:
     async def start(self) -> None:
         cfg = self.config.server
         await self.bus.start()
+        if self.admin.sampler is not None:
+            self.admin.sampler.start()
         self._expire_offline()
         if self.config.server.memory_budget:
             self._check_budget()
@@ -292,13 +304,14 @@ class Node:
         await site.start()
         log.info(
             "stompgate %s node %s listening on %s "
-            "(websocket: %s; sockjs: %s; api: %s; tcp: %s; bus: %s)",
+            "(websocket: %s; sockjs: %s; api: %s; admin: %s; tcp: %s; bus: %s)",
             __version__,
             self.node_id,
             site.name,
             ", ".join(cfg.websocket_paths) or "off",
             ", ".join(s.path for s in cfg.sockjs) or "off",
             self.config.api.prefix if self.config.api.enabled else "off",
+            self.config.admin.path if self.config.admin.enabled else "off",
             f"{cfg.tcp.host}:{cfg.tcp.port}{' over TLS' if self.tls else ''}" if cfg.tcp.enabled else "off",
             "memory" if self.config.bus.type == "memory" else f"redis, {self.config.bus.routing}",
         )
@@ -340,6 +353,8 @@ class Node:
         for timer in (self._expiry, self._budget_timer):
             if timer is not None:
                 timer.cancel()
+        if self.admin.sampler is not None:
+            await self.admin.sampler.stop()
         if self.application is not None:
             await self.application.stop()
         if self.proxy is not None:

@@ -1,4 +1,4 @@
-"""Command line: ``stompgate serve`` and ``stompgate check-config``."""
+"""Command line: ``stompgate serve``, ``stompgate check-config`` and ``stompgate admin ...``."""
 
 from __future__ import annotations
 
@@ -23,11 +23,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
+    from .admin.cli import add_parser as add_admin_parser
+
+    add_admin_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "admin":  # a client of a running node: no configuration to load
+        from .admin.cli import run as run_admin
+
+        return run_admin(args)
     path = args.config if args.command == "serve" else args.file
     notes: list[ConfigNote] = []
     overrides: dict[str, tuple[object, str]] = {}

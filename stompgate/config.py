@@ -360,6 +360,38 @@ class ApiConfig:
 
 
 @dataclass
+class AdminConfig:
+    """The admin page and API (stompgate/admin/, docs/admin.md): off unless enabled, and then
+    only behind a credential: ``password`` (HTTP Basic) and/or the HTTP API's key."""
+
+    enabled: bool = False
+    path: str = "/admin"
+    user: str = "admin"  # the HTTP Basic user name that goes with password
+    password: str | None = None
+    api_key: bool = False  # accept api.key (Authorization: Bearer / X-API-Key) as well
+    sample_interval_s: float = 5.0  # how often the node samples its counters for the page's charts
+    history: int = 120  # samples kept (120 x 5 s: the last 10 minutes)
+    timeout_s: float = 2.0  # how long a cluster-wide question waits for the other nodes
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if not self.path.startswith("/") or self.path == "/" or self.path.endswith("/"):
+            problems.append(f"{path}.path: must start with '/' and not end with it, got {self.path!r}")
+        if self.password is not None and len(self.password) < 12:
+            problems.append(f"{path}.password: at least 12 characters")
+        if not self.user or ":" in self.user:
+            problems.append(f"{path}.user: must be non-empty, without ':'")
+        if self.enabled and self.password is None and not self.api_key:
+            problems.append(
+                f"{path}.password: required when {path}.enabled is true (or set {path}.api_key: true "
+                "to use api.key): the admin page is never open without a credential"
+            )
+        _positive(self.sample_interval_s, f"{path}.sample_interval_s", problems)
+        _positive(self.timeout_s, f"{path}.timeout_s", problems)
+        if not 2 <= self.history <= 10_000:
+            problems.append(f"{path}.history: must be 2..10000, got {self.history}")
+
+
+@dataclass
 class RedisConfig:
     url: str = "redis://127.0.0.1:6379/0"
     # Seed nodes ("host:port") of a Redis Cluster; when set, url is not used.
@@ -569,6 +601,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.server.workers > 1:
@@ -606,6 +639,11 @@ class Config:
         problem = dev_exposure_problem(self)
         if problem is not None:
             problems.append(problem)
+        if self.admin.enabled and self.admin.api_key and not self.api.enabled:
+            problems.append("admin.api_key: needs api.enabled (and api.key), the key it accepts")
+        admin_path = self.admin.path
+        if self.admin.enabled and any(p == admin_path or p.startswith(admin_path + "/") for p in ws):
+            problems.append(f"server.websocket_paths/sockjs: a path lies under admin.path {admin_path!r}")
 
 
 # ------------------------------------------------------------- dev mode

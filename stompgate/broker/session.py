@@ -129,7 +129,7 @@ class Session:
     # dict of ~40 attributes costs ~1.5 KB each (docs/benchmarks.md, idle).
     __slots__ = (  # fmt: skip
         "broker", "id", "inflight", "limits", "out", "parser", "principal", "remote", "scheduler",
-        "state", "subscriptions", "text_only", "transport", "user", "version", "wrote",
+        "since", "state", "subscriptions", "text_only", "transport", "user", "version", "wrote",
         "_acks", "_app_calls", "_beats", "_committing", "_deadline", "_flow_floor", "_frame_size",
         "_handshake_headers", "_mid_prefix", "_next_mid", "_nul_safe", "_paused", "_plain_tails",
         "_query", "_rate", "_rate_timer", "_receipt_of", "_receipts", "_transactions",
@@ -153,6 +153,7 @@ class Session:
         self.id = secrets.token_hex(8)
         self.transport = transport
         self.remote = remote
+        self.since = broker.clock()  # when the connection came (wall clock), for the admin view
         # The transport carries text only (SockJS): bodies that are not UTF-8 are
         # delivered with invalid bytes replaced, as Spring does over SockJS.
         self.text_only = text_only

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..broker.broker import Bus
 from ..broker.destinations import DestinationRules
 from ..broker.message import Message
+from .admin import AdminCommand, AdminHandler, AdminReplies
 from .base import BusStats
 
 if TYPE_CHECKING:
@@ -79,6 +80,15 @@ class ClusterBus(Bus, Protocol):
 
     async def live_nodes(self) -> list[str]:
         """Ids of the nodes that are alive, sorted."""
+        ...
+
+    def serve_admin(self, handler: AdminHandler) -> None:
+        """How this node answers the admin commands of any node (bus/admin.py)."""
+        ...
+
+    async def admin_call(self, command: AdminCommand, timeout_s: float = 2.0) -> AdminReplies:
+        """Every live node's answer to ``command`` (this one's too), waiting at most ``timeout_s``
+        for them; the nodes that did not answer in time are named in ``missing``."""
         ...
 
 

@@ -247,6 +247,9 @@ class Keys:
         self.topics = f"{prefix}:{{topics}}"
         self.user_pattern = f"{prefix}:ub:*"  # broadcast mode: every node PSUBSCRIBEs
         self.nodes = f"{prefix}:nodes"  # ZSET node id -> last heartbeat (ms)
+        # Admin commands (bus/admin.py): one shard channel every node holds, in the topics
+        # slot so that it rides the main pub/sub connection on a Cluster too.
+        self.admin = f"{prefix}:{{topics}}:admin"
 
     def publish_keys(self, user: str, destination: str) -> tuple[str, str, str]:
         """PUBLISH_USER's KEYS: the user's channel, store and store index (one escape of the name)."""
@@ -270,6 +273,10 @@ class Keys:
     def node_users(self, node_id: str) -> str:
         """HASH user -> sessions this node holds."""
         return f"{self.prefix}:node:{node_id}:users"
+
+    def admin_reply(self, request_id: str) -> str:
+        """LIST the nodes push their answers to one admin command to (short-lived)."""
+        return f"{self.prefix}:admin:reply:{request_id}"
 
     def probe(self, node_id: str) -> str:
         """Shard channel a node publishes to itself: in the topics slot, on the same connection."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
+from .admin import AdminCommand, AdminHandler, AdminReplies
 from .base import (
     MEMORY_OVERHEAD,
     BusStats,
@@ -78,6 +79,7 @@ class MemoryBus:
         self.stored_bytes = 0  # sizes, plus MEMORY_OVERHEAD per message (what max_total_bytes counts)
         self._online: set[str] = set()
         self._notices = StoreNotices(log)
+        self._admin: AdminHandler | None = None
 
     def publish(
         self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
@@ -207,6 +209,15 @@ class MemoryBus:
 
     async def live_nodes(self) -> list[str]:
         return [self.node_id]
+
+    def serve_admin(self, handler: AdminHandler) -> None:
+        self._admin = handler
+
+    async def admin_call(self, command: AdminCommand, timeout_s: float = 2.0) -> AdminReplies:
+        """This node is the cluster: its own answer."""
+        if self._admin is None:
+            return AdminReplies(missing=[self.node_id])
+        return AdminReplies([self._admin(command)])
 
     async def start(self) -> None:
         pass

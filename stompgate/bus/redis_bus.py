@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -22,6 +24,7 @@ from redis.backoff import NoBackoff
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
 from .address import Address
+from .admin import AdminCommand, AdminHandler, AdminReplies, BadCommand, parse_request, request_payload
 from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
 from .keys import Keys
 from .listener import Listener, Replay
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 # a burst of subscriptions (a node restarted, its users coming back) must not open
 # one per subscription (redis-py refuses past 100, and file descriptors run out).
 _TAKE_CONCURRENCY = 16
+# An admin command's reply list outlives its asker's wait by this much, then Redis drops it.
+_ADMIN_REPLY_TTL_MS = 30_000
 
 
 class RedisBus:
@@ -79,6 +84,8 @@ class RedisBus:
         self._heartbeat: Heartbeat | None = None
         self._take_slots = asyncio.Semaphore(_TAKE_CONCURRENCY)
         self._probe_channel = self.keys.probe(node_id).encode()
+        self._admin_channel = self.keys.admin.encode()
+        self._admin: AdminHandler | None = None
         self._outbox = Outbox(
             config.outbox_limit, config.outbox_max_bytes, config.outbox_stall_s, broker.room
         )
@@ -127,7 +134,7 @@ class RedisBus:
             self.broker.session_counts,
             self,
         )
-        channels = [self.keys.topics, self.keys.probe(self.node_id)]
+        channels = [self.keys.topics, self.keys.probe(self.node_id), self.keys.admin]
         patterns = [] if self.directed else [self.keys.user_pattern]
         self._main = Listener(self, self._main_connection, channels, patterns)
         self._heartbeat = Heartbeat(
@@ -373,6 +380,9 @@ class RedisBus:
             if self._heartbeat is not None:
                 self._heartbeat.probe_seen()
             return
+        if channel == self._admin_channel:
+            self._answer_admin(data)
+            return
         self.stats.received += 1
         origin, msg = decode(data, self._user_root)
         if origin == self.node_id:
@@ -458,6 +468,68 @@ class RedisBus:
 
     async def online_users(self) -> list[str]:
         return await self._view.online_users()
+
+    # ------------------------------------------------------- admin commands
+
+    def serve_admin(self, handler: AdminHandler) -> None:
+        self._admin = handler
+
+    def _answer_admin(self, data: bytes) -> None:
+        """An admin command from any node (this one too): answer it on its reply list."""
+        if self._admin is None:
+            return
+        try:
+            reply_key, command = parse_request(data)
+        except BadCommand as exc:
+            log.warning("ignored an admin command on the bus: %s", exc)
+            return
+        try:
+            answer = self._admin(command)
+        except Exception as exc:  # the asking node hears of it instead of waiting
+            log.exception("admin command %s failed", command.op)
+            answer = {"node": self.node_id, "error": f"{type(exc).__name__}: {exc}"}
+        self.spawn(self._reply_admin(reply_key, orjson.dumps(answer)))
+
+    async def _reply_admin(self, reply_key: str, answer: bytes) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.rpush(reply_key, answer)
+            pipe.pexpire(reply_key, _ADMIN_REPLY_TTL_MS)
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the asker times out and names this node
+            log.warning("admin reply not written: %s", exc)
+
+    async def admin_call(self, command: AdminCommand, timeout_s: float = 2.0) -> AdminReplies:
+        """Published to every node; each pushes its answer to a list this call pops from.
+
+        Bounded: one answer per live node (each bounded by ``command.limit``), for
+        at most ``timeout_s``. BusUnavailable while Redis cannot be reached.
+        """
+        nodes = await self.live_nodes()
+        request_id = secrets.token_hex(8)
+        reply_key = self.keys.admin_reply(request_id)
+        got = AdminReplies()
+        try:
+            await self.redis.execute_command(
+                "SPUBLISH", self.keys.admin, request_payload(request_id, reply_key, command)
+            )
+            deadline = time.monotonic() + timeout_s
+            answered: set[str] = set()
+            while not answered.issuperset(nodes) and len(got.replies) < len(nodes) + 16:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                popped = await self.redis.blpop([reply_key], timeout=max(left, 0.01))
+                if popped is None:
+                    break
+                answer = orjson.loads(popped[1])
+                answered.add(str(answer.get("node")))
+                got.replies.append(answer)
+            await self.redis.delete(reply_key)
+        except CONNECTION_ERRORS as exc:
+            raise BusUnavailable(f"redis unreachable: {exc}") from None
+        got.missing = [node for node in nodes if node not in answered]
+        return got
 
 
 def _no_retry() -> Retry:

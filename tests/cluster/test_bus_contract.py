@@ -16,6 +16,7 @@ import pytest
 
 from stompgate.broker import Broker, BrokerSettings, DevAuthenticator
 from stompgate.broker.message import Message
+from stompgate.bus.admin import AdminCommand
 from stompgate.bus.base import OfflineLimits, refusal_code
 from stompgate.bus.contract import ClusterBus
 from stompgate.bus.memory import MemoryBus
@@ -177,3 +178,24 @@ async def test_the_cluster_view_and_health(bus_pair) -> None:
         assert asyncio.get_running_loop().time() < deadline, "dave never went offline"
         await asyncio.sleep(0.05)
     assert await bus.user_nodes("dave", 0) == {}
+
+
+async def test_admin_commands_are_answered_by_every_live_node(bus_pair) -> None:
+    _broker, bus = bus_pair
+    deadline = asyncio.get_running_loop().time() + 10
+    while await bus.live_nodes() != ["n1"]:
+        assert asyncio.get_running_loop().time() < deadline, "the node never appeared live"
+        await asyncio.sleep(0.05)
+    # No handler: the node is live but does not answer, and is named, after the timeout.
+    got = await bus.admin_call(AdminCommand("node"), timeout_s=0.3)
+    assert (got.replies, got.missing) == ([], ["n1"])
+    asked: list[AdminCommand] = []
+
+    def answer(command: AdminCommand) -> dict[str, object]:
+        asked.append(command)
+        return {"node": "n1", "closed": 3}
+
+    bus.serve_admin(answer)
+    command = AdminCommand("disconnect", user="bob")
+    got = await bus.admin_call(command, timeout_s=5)
+    assert (got.replies, got.missing, asked) == ([{"node": "n1", "closed": 3}], [], [command])

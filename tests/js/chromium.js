@@ -16,4 +16,21 @@ function launchChromium() {
   return chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS, headless: true });
 }
 
-module.exports = { launchChromium };
+// Run a scenario: fn(browser, report) fills the report; ok unless it throws. Prints the report as
+// the one JSON line tests/jsrun.py reads.
+async function runReport(fn) {
+  const browser = await launchChromium();
+  const report = { ok: false };
+  try {
+    await fn(browser, report);
+    report.ok = true;
+  } catch (err) {
+    report.ok = false;
+    report.error = String(err && err.stack ? err.stack : err);
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(report));
+}
+
+module.exports = { launchChromium, runReport };
