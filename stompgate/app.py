@@ -23,6 +23,7 @@ from .broker import (
     StaticAuthenticator,
 )
 from .broker.auth import Authenticator, AuthError, Credentials
+from .broker.closes import LIMIT
 from .broker.session import CLOSE_POLICY
 from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
@@ -30,6 +31,7 @@ from .config import Config, startup_warnings
 from .extensions import NodeContext, load_extension
 from .http.api import PublishApi
 from .logs import always
+from .metrics import Metrics
 from .origins import OriginPolicy
 from .proxy import ProxyApplication, ProxyGate
 from .sockjs import SockJSEndpoint, SockJSOptions
@@ -136,6 +138,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
         self.gate = self._make_gate()
+        self.metrics = Metrics(self) if config.metrics.enabled else None
         self.app = self._make_app()
 
     def _make_gate(self) -> ConnectionGate:
@@ -178,6 +181,8 @@ class Node:
             app.add_routes(api.routes(cfg.api.prefix))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
+        if self.metrics is not None:
+            app.router.add_get(cfg.metrics.path, self.metrics.handle)
         for static in cfg.server.static:
             self._add_static(app, static.path.rstrip("/"), static.dir)
         context = NodeContext(
@@ -235,6 +240,7 @@ class Node:
                 f"server memory budget exceeded: this session held {size} bytes; "
                 "closed first as the heaviest",
                 code=CLOSE_POLICY,
+                cause=LIMIT,
             )
             # The ERROR goes out if the peer reads; its buffers are freed in a second either way.
             asyncio.get_running_loop().call_later(1.0, session.out.abort)
@@ -250,6 +256,8 @@ class Node:
         self._expire_offline()
         if self.config.server.memory_budget:
             self._check_budget()
+        if self.metrics is not None:
+            self.metrics.start()
         conn = cfg.connections
         # keepalive_timeout doubles as the header timeout (transport/httpsite.py).
         kwargs = handler_kwargs(conn.header_timeout_s, conn.body_timeout_s)
@@ -310,6 +318,8 @@ class Node:
         for timer in (self._expiry, self._budget_timer):
             if timer is not None:
                 timer.cancel()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.application is not None:
             await self.application.stop()
         if self.proxy is not None:
