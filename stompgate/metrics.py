@@ -34,20 +34,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .broker.closes import REASONS
+from .broker.closes import REASONS, transport_kind
 from .buckets import CALLS, DELIVERY_BOUNDS, Histogram, Histograms
+from .workers import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from .app import Node
 
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-
-def transport_label(transport: str) -> str:
-    """websocket, sockjs or tcp: SockJS sessions say which of its transports (sockjs-xhr-streaming...)."""
-    return "sockjs" if transport.startswith("sockjs") else transport
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
@@ -87,7 +83,7 @@ class NodeCollector(Collector):
             if not session.connected:
                 connecting += 1
                 continue
-            label = transport_label(session.transport)
+            label = transport_kind(session.transport)
             sessions[label] = sessions.get(label, 0) + 1
             subscriptions += len(session.subscriptions)
         gauge = GaugeMetricFamily(

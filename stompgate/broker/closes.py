@@ -49,13 +49,18 @@ _unconnected = RateLimitedLog(
 )
 
 
+def transport_kind(transport: str) -> str:
+    """websocket, sockjs or tcp: a session's ``transport`` names SockJS's own (sockjs-xhr-streaming...)."""
+    return "sockjs" if transport.startswith("sockjs") else transport
+
+
 def _extra(session: Session, event: str) -> dict[str, object]:
     return {
         "event": event,
         "session": session.id,
         "user": session.user,
         "remote": session.remote,
-        "transport": session.transport,
+        "transport": transport_kind(session.transport),
     }
 
 
