@@ -128,7 +128,8 @@ def main() -> None:
 
     t_fan = best(fanout)
     sampled = f", 1 message in {sample} timed" if sample else ""
-    print(f"Python {sys.version.split()[0]} on {platform.machine()}, {platform.processor() or 'cpu'}{sampled}\n")
+    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}"
+    print(f"Python {sys.version.split()[0]} on {machine}{sampled}\n")
     print("| scenario | per message | rate (one core) |")
     print("|---|---|---|")
     print(f"| parse 200-byte SEND | {t_parse / n * 1e6:.2f} us | {n / t_parse:,.0f} frames/s |")

@@ -22,7 +22,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from .app import Node
 
 log = logging.getLogger(__name__)
-
-
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
@@ -66,16 +64,20 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
-        broker = node.broker
-        stats = broker.stats
-        bus = node.bus
-
         info = GaugeMetricFamily(
             "stompgate_info", "This node: its id and version (always 1)", labels=["node", "version"]
         )
         info.add_metric([node.node_id, __version__], 1)
         yield info
+        sent = yield from self._sessions()
+        yield from self._traffic(sent)
+        yield from self._bus()
+        yield from self._latencies()
 
+    def _sessions(self) -> Generator[Metric, None, int]:
+        """The gauges of the sessions (one walk over them); returns the MESSAGE frames they were sent."""
+        broker = self.node.broker
+        stats = broker.stats
         sessions: dict[str, int] = {"websocket": 0, "sockjs": 0, "tcp": 0}
         connecting = subscriptions = sent = 0
         for session in broker.open_sessions:
@@ -116,7 +118,12 @@ class NodeCollector(Collector):
             if reason not in REASONS:
                 closed.add_metric([reason], count)
         yield closed
+        return sent
 
+    def _traffic(self, sent: int) -> Iterator[Metric]:
+        """Frames and messages; ``sent``: MESSAGE frames written to the open sessions."""
+        stats = self.node.broker.stats
+        bus_stats = self.node.bus.stats
         frames_in = CounterMetricFamily(
             "stompgate_frames_received", "STOMP frames read, by command", labels=["command"]
         )
@@ -131,8 +138,6 @@ class NodeCollector(Collector):
         for command, count in sorted(written.items()):
             frames_out.add_metric([command], count)
         yield frames_out
-
-        bus_stats = bus.stats
         messages = [
             (
                 "published",
@@ -180,6 +185,9 @@ class NodeCollector(Collector):
         acks.add_metric(["nack"], stats.nacked)
         yield acks
 
+    def _bus(self) -> Iterator[Metric]:
+        bus = self.node.bus
+        bus_stats = bus.stats
         yield CounterMetricFamily(
             "stompgate_bus_published", "Messages this node sent to the bus", value=bus_stats.published
         )
@@ -222,6 +230,7 @@ class NodeCollector(Collector):
             _histogram(batch, [], batch_seconds)
             yield batch
 
+    def _latencies(self) -> Iterator[Metric]:
         calls = HistogramMetricFamily(
             "stompgate_call_seconds",
             "Calls to Python handlers and proxy backends",
