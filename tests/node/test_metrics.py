@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.nodes import NodeProcess
 from harness.redisproc import start_redis
 from harness.stompclient import Closed, WsStomp
-from stompgate.stomp import Frame
+from stompgate.stomp import Frame, serialize
 from stompgate.workers import STARTUP_S
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
@@ -289,3 +290,38 @@ async def test_two_workers_answer_for_the_whole_node(node_factory, bus_config_fo
     for _ in range(5):
         wait_for(lambda: value(scrape(node), "stompgate_sessions", transport="websocket") == alive, "gauges")
         assert value(scrape(node), "stompgate_sessions_opened_total") == 16  # the dead worker's count stays
+
+
+async def test_a_slow_consumer_is_counted_as_one(node_factory) -> None:
+    """A TCP subscriber that stops reading is cut off at server.max_outbound_buffer: one
+    ``slow-consumer`` close, the only close of the test."""
+    node = node_factory(
+        {"server": {"max_outbound_buffer": 256 * 1024}, "stomp": {"rate_limit": {"bytes_per_s": 0}}}
+    )
+    stuck = socket.create_connection(("127.0.0.1", node.tcp_port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(
+        serialize(Frame("CONNECT", {"accept-version": "1.2", "login": "stuck", "heart-beat": "0,0"}))
+        + serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/topic/flood", "receipt": "r"}))
+    )
+    stuck.settimeout(5)
+    got = b""
+    while b"receipt-id:r" not in got:
+        got += stuck.recv(4096)
+    sender = await WsStomp.connect(node.ws_url, "sender")
+    chunk = b"y" * 64 * 1024
+    try:
+        for _ in range(200):  # 12.5 MiB: far past the kernel's buffers and the 256 KiB limit
+            await sender.publish("/topic/flood", chunk, receipt=False)
+            if value(scrape(node), "stompgate_sessions_closed_total", reason="slow-consumer"):
+                break
+        closes = {
+            dict(labels)["reason"]: v
+            for (name, labels), v in scrape(node).items()
+            if name == "stompgate_sessions_closed_total" and v
+        }
+        assert closes == {"slow-consumer": 1}
+        log = node.log()
+        assert "(stuck, 127.0.0.1:" in log and "tcp) closed: slow-consumer: slow consumer" in log
+    finally:
+        stuck.close()
