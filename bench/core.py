@@ -1,6 +1,7 @@
 """CPU cost of the sans-I/O core per message, no network: the floor under every transport.
 
     .venv/bin/python bench/core.py            # prints a markdown table
+    .venv/bin/python bench/core.py 100        # with 1 message in 100 timed (metrics.latency_sample)
 
 Measures (best of 5 runs each):
 - parse:   FrameParser on 200-byte SEND frames, one frame per feed() (one per WebSocket message)
@@ -97,6 +98,12 @@ def main() -> None:
     # No rate limit: this measures what a message costs, not what a session may send.
     unlimited = SessionLimits(rate_limit=RateLimit(frames_per_s=0, bytes_per_s=0))
     broker = Broker(BrokerSettings(limits=unlimited), DevAuthenticator())
+    sample = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if sample:  # as a node does (stompgate/metrics.py), without its loop: observed at once
+        from stompgate.buckets import DELIVERY_BOUNDS, Histogram
+
+        latency = Histogram(DELIVERY_BOUNDS)
+        broker.sample_latency(sample, lambda started: latency.observe(time.perf_counter() - started))
     alice, _ = connect(broker, "alice")
     bob, bob_out = connect(broker, "bob")
     bob.receive_data(serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/user/queue/chat"})))
@@ -120,7 +127,9 @@ def main() -> None:
             alice.receive_data(pub)
 
     t_fan = best(fanout)
-    print(f"Python {sys.version.split()[0]} on {platform.machine()}, {platform.processor() or 'cpu'}\n")
+    sampled = f", 1 message in {sample} timed" if sample else ""
+    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}"
+    print(f"Python {sys.version.split()[0]} on {machine}{sampled}\n")
     print("| scenario | per message | rate (one core) |")
     print("|---|---|---|")
     print(f"| parse 200-byte SEND | {t_parse / n * 1e6:.2f} us | {n / t_parse:,.0f} frames/s |")

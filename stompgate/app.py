@@ -24,6 +24,7 @@ from .broker import (
     StaticAuthenticator,
 )
 from .broker.auth import Authenticator, AuthError, Credentials
+from .broker.closes import LIMIT
 from .broker.session import CLOSE_POLICY
 from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
@@ -32,6 +33,7 @@ from .extensions import NodeContext, load_extension
 from .forwarded import TrustedProxies
 from .http.api import PublishApi
 from .logs import always, set_node
+from .metrics import Metrics
 from .origins import OriginPolicy
 from .proxy import ProxyApplication, ProxyGate
 from .sockjs import SockJSEndpoint, SockJSOptions
@@ -150,6 +152,7 @@ class Node:
         self._tcp: asyncio.Server | None = None
         self.tls = ServerTls(config.server.tls) if config.server.tls.certificate else None
         self.gate = self._make_gate()
+        self.metrics = Metrics(self) if config.metrics.enabled else None
         self.app = self._make_app()
 
     def _make_gate(self) -> ConnectionGate:
@@ -203,6 +206,8 @@ class Node:
             app.add_routes(AdminApi(cfg, self.bus, self.admin).routes(cfg.admin.path))
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
+        if self.metrics is not None:
+            app.router.add_get(cfg.metrics.path, self.metrics.handle)
         for static in cfg.server.static:
             self._add_static(app, static.path.rstrip("/"), static.dir)
         context = NodeContext(
@@ -260,6 +265,7 @@ class Node:
                 f"server memory budget exceeded: this session held {size} bytes; "
                 "closed first as the heaviest",
                 code=CLOSE_POLICY,
+                cause=LIMIT,
             )
             # The ERROR goes out if the peer reads; its buffers are freed in a second either way.
             asyncio.get_running_loop().call_later(1.0, session.out.abort)
@@ -277,6 +283,8 @@ class Node:
         self._expire_offline()
         if self.config.server.memory_budget:
             self._check_budget()
+        if self.metrics is not None:
+            self.metrics.start()
         conn = cfg.connections
         # keepalive_timeout doubles as the header timeout (transport/httpsite.py).
         kwargs = handler_kwargs(conn.header_timeout_s, conn.body_timeout_s, self.config.logging.access_log)
@@ -355,6 +363,8 @@ class Node:
                 timer.cancel()
         if self.admin.sampler is not None:
             await self.admin.sampler.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.application is not None:
             await self.application.stop()
         if self.proxy is not None:

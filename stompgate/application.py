@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +47,7 @@ import orjson
 
 from .broker.application import AppCall, Application
 from .broker.authz import SUBSCRIBE, Principal
+from .buckets import CALLS
 from .convert import to_body
 
 if TYPE_CHECKING:
@@ -270,10 +272,18 @@ class PythonApplication:
         message = InboundMessage(
             call.destination, call.path, variables, call.headers, call.body, call.principal, call.session_id
         )
+        started = time.perf_counter()
+        outcome = "ok"
         try:
-            result = await self.runner.bounded(
-                self._invoke(mapping.handler, message), self.timeout_s, self.runner.owner(call)
-            )
+            try:
+                result = await self.runner.bounded(
+                    self._invoke(mapping.handler, message), self.timeout_s, self.runner.owner(call)
+                )
+            except Exception as exc:
+                outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+                raise
+            finally:
+                CALLS.observe(("handler", outcome), time.perf_counter() - started)
             self._send_result(call, mapping, variables, result)
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the sender's error, never the node's
             self._failed(call, mapping, exc)

@@ -485,6 +485,26 @@ class LoggingConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """``GET /metrics`` for Prometheus (stompgate/metrics.py, docs/metrics.md)."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+    # When set, a scrape must send ``Authorization: Bearer <token>`` (the figures are counts only).
+    token: str | None = None
+    # One dispatched message in this many is timed for stompgate_delivery_seconds (0: none).
+    latency_sample: int = 100
+
+    def validate(self, path: str, problems: list[str]) -> None:
+        if not self.path.startswith("/"):
+            problems.append(f"{path}.path: must start with '/', got {self.path!r}")
+        if self.token is not None and not self.token.strip():
+            problems.append(f"{path}.token: empty; leave it out for an open endpoint")
+        if self.latency_sample < 0:
+            problems.append(f"{path}.latency_sample: must be >= 0 (0: no sampling)")
+
+
+@dataclass
 class ProxyConfig:
     """A backend in any language answers application destinations over HTTP (stompgate/proxy.py)."""
 
@@ -602,6 +622,7 @@ class Config:
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def validate(self, path: str, problems: list[str]) -> None:
         if self.server.workers > 1:

@@ -231,13 +231,13 @@ class RateLimitedLog:
         self._held = 0
         self._keys: set[str] = set()
 
-    def log(self, msg: str, *args: Any, key: str = "") -> None:
+    def log(self, msg: str, *args: Any, key: str = "", extra: dict[str, object] | None = None) -> None:
         now = self._clock()
         if now - self._start >= self.interval_s:
             self._summarize(now)
         if self._logged < self.burst:
             self._logged += 1
-            self.logger.log(self.level, msg, *args)
+            self.logger.log(self.level, msg, *args, extra=extra)
             return
         if self._held == 0:
             self.logger.log(

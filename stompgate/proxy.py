@@ -49,6 +49,7 @@ from .broker.authz import SEND, SUBSCRIBE, Principal
 from .broker.destinations import DestinationError
 from .broker.gate import CheckDone, ConnectDone
 from .broker.names import destination_problem, header_problem, is_reserved, user_name_problem
+from .buckets import CALLS
 from .convert import to_body
 from .logs import RateLimitedLog
 
@@ -73,10 +74,18 @@ def sign(secret: bytes, body: bytes, timestamp: int) -> str:
 class Backend:
     """One URL of the backend: signed JSON requests, bounded answers, errors named for the sender."""
 
-    def __init__(self, url: str, secret: bytes, name: str, max_response_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        name: str,
+        max_response_bytes: int = 1024 * 1024,
+        kind: str = "proxy-app",
+    ) -> None:
         self.url = url
         self.secret = secret
         self.name = name  # "the application backend": how errors name it
+        self.kind = kind  # its calls' label in stompgate_call_seconds: proxy-app, connect, subscribe, publish
         self.max_response_bytes = max_response_bytes
         self._http: aiohttp.ClientSession | None = None
 
@@ -115,12 +124,19 @@ class Backend:
 
     async def call(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """:meth:`post` within ``timeout_s``; every failure a :class:`BackendError` naming it."""
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await asyncio.wait_for(self.post(request), timeout_s)
+            answer = await asyncio.wait_for(self.post(request), timeout_s)
+            outcome = "ok"
+            return answer
         except TimeoutError:
+            outcome = "timeout"
             raise BackendError(f"{self.name} did not answer within {timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
             raise BackendError(f"{self.name} is unreachable ({type(exc).__name__})") from None
+        finally:
+            CALLS.observe((self.kind, outcome), time.perf_counter() - started)
 
 
 class ProxyApplication:
@@ -288,11 +304,11 @@ class ProxyGate:
         self.timeout_s = timeout_s
         self._connect = None
         if connect_url:
-            self._connect = Backend(connect_url, key, "the connect backend", max_response_bytes)
+            self._connect = Backend(connect_url, key, "the connect backend", max_response_bytes, "connect")
         self._backends: dict[str, Backend] = {}
         for frame, url, name in [(SUBSCRIBE, subscribe_url, "subscribe"), (SEND, publish_url, "publish")]:
             if url:
-                self._backends[frame] = Backend(url, key, f"the {name} backend", max_response_bytes)
+                self._backends[frame] = Backend(url, key, f"the {name} backend", max_response_bytes, name)
         self.connects = self._connect is not None
         self.checks = frozenset(self._backends)
         self._allowed: dict[tuple[str, str, str], float] = {}  # (session, frame, destination) -> until

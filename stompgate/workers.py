@@ -11,11 +11,14 @@ its TLS files again).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -38,6 +41,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
         return 1
     base_id = config.node_id or secrets.token_hex(4)
     set_node(base_id)  # the supervisor's own lines
+    metrics_dir, made_dir = _metrics_dir(config) if config.metrics.enabled else (None, False)
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
     stopping = False
     exit_code = 0
@@ -90,6 +94,10 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
         except ChildProcessError:
             break
         index, started = children.pop(pid)
+        if metrics_dir is not None:  # its gauges no longer count; its counters do
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             continue
@@ -100,7 +108,31 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
             continue
         log.error("worker %d (pid %d) ended (%s); starting it again", index, pid, _describe(code))
         spawn(index)
+    if made_dir and metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return exit_code
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_dir(config: Config) -> tuple[str, bool]:
+    """The directory where prometheus-client's multiprocess mode keeps every worker's
+    figures (stompgate/metrics.py), and whether it was made here (removed at the end).
+
+    Set in the environment before any worker imports prometheus_client, which picks
+    its mode at import. A directory given in ``PROMETHEUS_MULTIPROC_DIR`` is used,
+    emptied of a previous run's files first (as prometheus-client requires).
+    """
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        return path, False
+    path = tempfile.mkdtemp(prefix="stompgate-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path, True
 
 
 def _describe(code: int) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..broker.closes import ADMIN
 from ..broker.session import CLOSE_POLICY
 from ..bus.admin import AdminCommand
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stompgate.admin")
 
 ADMIN_CLOSE_MESSAGE = "disconnected by an administrator"
-ADMIN_CLOSE_REASON = "admin"  # the close reason (contract point 2)
+ADMIN_CLOSE_REASON = ADMIN  # the close reason (broker/closes.py)
 MAX_SUBSCRIPTIONS = 50  # listed per session; the count says how many there are
 
 
@@ -152,5 +153,5 @@ class NodeAnswers:
                     "transport": session.transport,
                 },
             )
-            session.fail(ADMIN_CLOSE_MESSAGE, code=CLOSE_POLICY)
+            session.fail(ADMIN_CLOSE_MESSAGE, code=CLOSE_POLICY, cause=ADMIN)
         return {"node": self.node_id, "closed": len(targets)}

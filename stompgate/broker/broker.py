@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..stomp import CLIENT_COMMANDS
 from .application import Application, NoApplication
 from .auth import Authenticator
 from .authz import Authorizer
+from .closes import SHUTDOWN, log_close, log_open
 from .destinations import DestinationRules, has_wildcard
 from .gate import Gate
 from .message import Message
@@ -33,16 +35,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class BrokerStats:
-    """Counters for metrics and tests; only the broker writes them."""
+    """Counters for metrics and tests; only the broker writes them (``stompgate/metrics.py``
+    reads them when scraped: plain integers, nothing per message beyond an addition)."""
 
     messages_published: int = 0
     messages_delivered: int = 0
     messages_unrouted: int = 0
     messages_replayed: int = 0
+    bytes_published: int = 0  # message bodies
+    bytes_delivered: int = 0  # message bodies, once per delivery
     acked: int = 0
     nacked: int = 0
     errors: int = 0
     sessions_opened: int = 0
+    closes: dict[str, int] = field(default_factory=dict)  # sessions ended, by reason (broker/closes.py)
+    # Frames read, by command; frames written other than MESSAGE (see messages_sent_closed), by command.
+    frames_in: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLIENT_COMMANDS, 0))
+    frames_out: dict[str, int] = field(default_factory=dict)
+    # MESSAGE frames written to sessions that have ended (the live ones count their own).
+    messages_sent_closed: int = 0
 
 
 # Called once a publish has been accepted by the cluster (None) or refused (a reason).
@@ -141,6 +152,12 @@ class Broker:
         self._replaying: dict[tuple[str, str], list[Subscription]] = {}
         # Sessions paused until the bus has room for what they publish.
         self._waiting_room: dict[Session, None] = {}
+        # Delivery latency, sampled: every ``latency_every``-th dispatched message is
+        # timed from here until its deliveries are written (``latency_probe`` is given
+        # its perf_counter() start once they are queued; the node does the rest).
+        self.latency_probe: Callable[[float], None] | None = None
+        self.latency_every = 0
+        self._latency_left = -1  # counts down to the next sample; never 0 while off
 
     # --------------------------------------------------------------- sessions
 
@@ -156,6 +173,7 @@ class Broker:
     def register(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.stats.sessions_opened += 1
+        log_open(session)
         user = session.user
         if user is not None:
             entry = self.users.get(user)
@@ -305,7 +323,9 @@ class Broker:
         (or the offline store); ``done`` learns when the cluster has it, and
         ``sender`` when the bus no longer holds it. Returns the deliveries made on this node.
         """
-        self.stats.messages_published += 1
+        stats = self.stats
+        stats.messages_published += 1
+        stats.bytes_published += len(message.body)
         count = self.dispatch(message)
         if self.bus is not None:
             self.bus.publish(message, count, done, sender)
@@ -381,11 +401,15 @@ class Broker:
                     session.deliver(sub, message)
                 count += 1
         self.stats.messages_delivered += count
+        self.stats.bytes_delivered += count * len(message.body)
         return count
 
     def dispatch(self, message: Message) -> int:
         """Deliver to the matching subscriptions held by this node; where a message is routed."""
         count = 0
+        left = self._latency_left - 1
+        self._latency_left = left
+        started = time.perf_counter() if left == 0 else 0.0
         if message.user is None:
             for sub in self.topics.match(message.destination):
                 sub.session.deliver(sub, message)
@@ -399,11 +423,23 @@ class Broker:
                 else:
                     sub.session.deliver(sub, message)
                 count += 1
+        stats = self.stats
         if count:
-            self.stats.messages_delivered += count
+            stats.messages_delivered += count
+            stats.bytes_delivered += count * len(message.body)
         else:
-            self.stats.messages_unrouted += 1
+            stats.messages_unrouted += 1
+        if started:
+            self._latency_left = self.latency_every
+            if count and self.latency_probe is not None:
+                self.latency_probe(started)
         return count
+
+    def sample_latency(self, every: int, probe: Callable[[float], None] | None) -> None:
+        """Time one dispatched message in ``every`` (0: none) with ``probe``."""
+        self.latency_every = every
+        self.latency_probe = probe
+        self._latency_left = every if every > 0 and probe is not None else -1
 
     # ------------------------------------------------------------------ stats
 
@@ -418,12 +454,19 @@ class Broker:
         """``session`` is closed with an ERROR frame saying ``reason``."""
         self.stats.errors += 1
 
+    def session_closed(self, session: Session, reason: str, detail: str) -> None:
+        """``session`` ended (once per session), for ``reason`` (broker/closes.py)."""
+        stats = self.stats
+        stats.closes[reason] = stats.closes.get(reason, 0) + 1
+        stats.messages_sent_closed += session.messages_sent
+        log_close(session, reason, detail)
+
     # -------------------------------------------------------------- lifecycle
 
     def shutdown(self, message: str = "server shutting down") -> None:
         """ERROR and close (1012) for every session, connected or not."""
         for session in list(self.open_sessions):
-            session.fail(message, code=CLOSE_RESTART)
+            session.fail(message, code=CLOSE_RESTART, cause=SHUTDOWN)
 
     def online(self, user: str) -> int:
         entry = self.users.get(user)

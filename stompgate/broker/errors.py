@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from ..stomp import Frame
+from .closes import PROTOCOL
 
 
 class StompSessionError(Exception):
-    """A frame the session refuses; becomes ERROR + close."""
+    """A frame the session refuses; becomes ERROR + close (``cause``: the close reason, broker/closes.py)."""
 
-    def __init__(self, message: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, detail: str = "", headers: dict[str, str] | None = None, *, cause: str = PROTOCOL
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
         self.headers = headers or {}
+        self.cause = cause
 
 
 def required(frame: Frame, name: str) -> str:

@@ -41,16 +41,22 @@ class Gate(Protocol):
 
 class Pending:
     """One question to the gate, answered now or later (see ``Session._ask``), with
-    what goes on once it allows (``go``) and how a refusal reads (``denied``, ``code``)."""
+    what goes on once it allows (``go``) and how a refusal reads (``denied``, ``code``, ``cause``)."""
 
-    __slots__ = ("go", "denied", "code", "receipt", "waiting", "answered", "error", "principal")
+    __slots__ = ("go", "denied", "code", "cause", "receipt", "waiting", "answered", "error", "principal")
 
     def __init__(
-        self, go: Callable[[Principal | None], None], denied: str, code: int, receipt: str | None = None
+        self,
+        go: Callable[[Principal | None], None],
+        denied: str,
+        code: int,
+        cause: str,
+        receipt: str | None = None,
     ) -> None:
         self.go = go
         self.denied = denied
         self.code = code
+        self.cause = cause  # the close reason of a refusal (broker/closes.py)
         self.receipt = receipt  # the asked frame's: a refusal's ERROR carries it as receipt-id
         self.waiting = False  # the session paused for it: the answer resumes the session
         self.answered = False

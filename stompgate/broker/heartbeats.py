@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .closes import HEARTBEAT
 from .errors import StompSessionError
 from .ports import CLOSE_POLICY, Scheduler, TimerHandle
 from .settings import HeartbeatSettings
@@ -97,6 +98,8 @@ class Heartbeats:
             self.last_read = now  # not reading it is not the client's silence
         silent = now - self.last_read
         if silent >= wait_s:
-            session.fail(f"no data or heart-beat from the client for {wait_s:g} s", code=CLOSE_POLICY)
+            session.fail(
+                f"no data or heart-beat from the client for {wait_s:g} s", code=CLOSE_POLICY, cause=HEARTBEAT
+            )
             return
         self._recv_timer = self._scheduler.call_later(wait_s - silent, lambda: self._recv_tick(wait_s))

@@ -24,13 +24,24 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ..logs import RateLimitedLog
 from ..stomp import CLIENT_COMMANDS, Frame, FrameParser, ProtocolError, serialize
+from ..stomp.errors import LimitExceeded
 from ..stomp.headers import escape
 from .acks import Acks, check_issued
 from .application import AppCall
 from .auth import AuthError, Credentials, login
 from .authz import ANONYMOUS, SEND, SUBSCRIBE, Denied, Principal
+from .closes import (
+    AUTH,
+    CLIENT,
+    DENIED,
+    INTERNAL,
+    LIMIT,
+    PROTOCOL,
+    SLOW_CONSUMER,
+    TOKEN_EXPIRED,
+    bus_refusal_reason,
+)
 from .destinations import DestinationError, Target, has_wildcard, pattern_problem
 from .errors import StompSessionError, required
 from .gate import Gate, Pending
@@ -84,9 +95,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# A client can make closes happen at will (connect timeouts, bad frames): a line
-# each, but a flood of them is counted, not written.
-_closes = RateLimitedLog(log, "session closes", level=logging.INFO, burst=100, interval_s=10.0)
 
 SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 
@@ -130,6 +138,7 @@ class Session:
     __slots__ = (  # fmt: skip
         "broker", "id", "inflight", "limits", "out", "parser", "principal", "remote", "scheduler",
         "since", "state", "subscriptions", "text_only", "transport", "user", "version", "wrote",
+        "end_cause", "end_detail",
         "_acks", "_app_calls", "_beats", "_committing", "_deadline", "_flow_floor", "_frame_size",
         "_handshake_headers", "_mid_prefix", "_next_mid", "_nul_safe", "_paused", "_plain_tails",
         "_query", "_rate", "_rate_timer", "_receipt_of", "_receipts", "_transactions",
@@ -198,6 +207,9 @@ class Session:
         self._committing = False
         self._app_calls = 0  # application calls not finished yet
         self.wrote = True  # written to since the last heart-beat tick (heartbeats.py)
+        # Why the session ended (broker/closes.py), set once by what ended it; None: the peer left.
+        self.end_cause: str | None = None
+        self.end_detail = ""
         # The connect timeout; after CONNECT, the end of the session's credential (JWT exp).
         self._deadline: TimerHandle | None = scheduler.call_later(
             limits.connect_timeout_s, self._connect_timeout
@@ -212,6 +224,11 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.state is _CLOSED
+
+    @property
+    def messages_sent(self) -> int:
+        """MESSAGE frames written to this session (its message ids are numbered from 1)."""
+        return self._next_mid - 1
 
     # ------------------------------------------------------------------ input
 
@@ -261,12 +278,14 @@ class Session:
                     self.scheduler.call_soon(lambda: self._unpause(_TURN))
                     return
         except ProtocolError as exc:
-            self.fail(exc.message)
+            self.fail(exc.message, cause=LIMIT if isinstance(exc, LimitExceeded) else PROTOCOL)
         except StompSessionError as exc:
-            self.fail(exc.message, detail=exc.detail, headers=exc.headers, receipt=self._receipt_of)
+            self.fail(
+                exc.message, detail=exc.detail, headers=exc.headers, receipt=self._receipt_of, cause=exc.cause
+            )
         except Exception:
             log.exception("session %s: internal error", self.id)
-            self.fail("internal server error", code=CLOSE_INTERNAL)
+            self.fail("internal server error", code=CLOSE_INTERNAL, cause=INTERNAL)
 
     def _pause(self, reason: int) -> None:
         paused = self._paused
@@ -296,6 +315,7 @@ class Session:
                 f"rate limit exceeded: at most {rate.frames_per_s:g} frames and "
                 f"{rate.bytes_per_s:g} bytes per second",
                 code=CLOSE_POLICY,
+                cause=LIMIT,
             )
             return False
         # This frame is handled; the next ones wait until the buckets are out of debt.
@@ -334,6 +354,7 @@ class Session:
     def _handle(self, frame: Frame) -> None:
         self._receipt_of = frame.headers.get("receipt")
         command = frame.command
+        self.broker.stats.frames_in[command] += 1
         state = self.state
         if command not in state.reads:
             if state is _CONNECTING:
@@ -381,12 +402,13 @@ class Session:
                 denied="authentication failed",
                 receipt=frame.headers.get("receipt"),
                 code=CLOSE_POLICY,
+                cause=AUTH,
             )
             return
         try:
             principal = login(self.broker.authenticator, creds, self.remote, self.broker.roles)
         except AuthError as exc:
-            self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY)
+            self.fail(f"authentication failed: {exc}", code=CLOSE_POLICY, cause=AUTH)
             return
         self._connected(frame, version, principal)
 
@@ -415,7 +437,7 @@ class Session:
         connected["server"] = self.broker.server_name
         if user is not None:
             connected["user-name"] = user
-        self._write(serialize(Frame("CONNECTED", connected), version), False)
+        self._write(serialize(Frame("CONNECTED", connected), version), "CONNECTED")
         self.broker.register(self)
         if send_ms or recv_ms:
             self._beats = Heartbeats(self, self.scheduler)
@@ -435,6 +457,7 @@ class Session:
         denied: str,
         receipt: str | None,
         code: int = CLOSE_PROTOCOL_ERROR,
+        cause: str = DENIED,
     ) -> None:
         """Ask the gate; ``go`` once it allows. A refusal is an ERROR (``denied: why``)
         with the asked frame's ``receipt`` as its receipt-id, however late it comes.
@@ -442,11 +465,11 @@ class Session:
         An answer that comes during ``ask`` (a cached one) goes on at once;
         otherwise the session stops reading until the answer comes.
         """
-        pending = Pending(go, denied, code, receipt)
+        pending = Pending(go, denied, code, cause, receipt)
         ask(pending)
         if pending.answered:
             if pending.error is not None:
-                self.fail(f"{denied}: {pending.error}", code=code, receipt=receipt)
+                self.fail(f"{denied}: {pending.error}", code=code, receipt=receipt, cause=cause)
                 return
             go(pending.principal)
             return
@@ -458,16 +481,17 @@ class Session:
         if not pending.waiting or self.state is _CLOSED:
             return  # answered during _ask, which goes on by itself; or too late
         if error is not None:
-            self.fail(f"{pending.denied}: {error}", code=pending.code, receipt=pending.receipt)
+            message = f"{pending.denied}: {error}"
+            self.fail(message, code=pending.code, receipt=pending.receipt, cause=pending.cause)
             return
         try:
             pending.go(principal)
         except StompSessionError as exc:
-            self.fail(exc.message, detail=exc.detail, headers=exc.headers)
+            self.fail(exc.message, detail=exc.detail, headers=exc.headers, cause=exc.cause)
             return
         except Exception:
             log.exception("session %s: internal error", self.id)
-            self.fail("internal server error", code=CLOSE_INTERNAL)
+            self.fail("internal server error", code=CLOSE_INTERNAL, cause=INTERNAL)
             return
         self._unpause(_GATE)
 
@@ -482,7 +506,7 @@ class Session:
 
     def _expired(self) -> None:
         if self.state is not _CLOSED:
-            self.fail("token expired", code=CLOSE_POLICY)
+            self.fail("token expired", code=CLOSE_POLICY, cause=TOKEN_EXPIRED)
 
     def _refresh(self, token: str) -> None:
         """A ``refresh-token`` header: the session goes on under a new token of the same user.
@@ -496,9 +520,9 @@ class Session:
         try:
             principal = login(self.broker.authenticator, creds, self.remote, self.broker.roles)
         except AuthError as exc:
-            raise StompSessionError(f"token refresh failed: {exc}") from None
+            raise StompSessionError(f"token refresh failed: {exc}", cause=AUTH) from None
         if principal.name != self.user:
-            raise StompSessionError("token refresh failed: the token is for another user")
+            raise StompSessionError("token refresh failed: the token is for another user", cause=AUTH)
         self.principal = principal
         self._expire_at(principal.expires_at)
 
@@ -530,7 +554,7 @@ class Session:
         except Denied as exc:
             rule = exc.rule.name if exc.rule is not None else "authorization.default"
             log.info("session %s (%s): %s (%s)", self.id, self.user or "anonymous", exc, rule)
-            raise StompSessionError(str(exc)) from None
+            raise StompSessionError(str(exc), cause=DENIED) from None
 
     def _send_target(self, frame: Frame) -> Target:
         """Where a SEND goes; refused (ERROR) when the session may not send there."""
@@ -625,8 +649,10 @@ class Session:
             self.settle(size)
             if self.state is _CLOSED:
                 return
-            if error is not None:
-                self.fail(error, receipt=slot.receipt if slot is not None else None, code=CLOSE_POLICY)
+            if error is not None:  # the application (a handler, the backend) refused or failed the frame
+                self.fail(
+                    error, receipt=slot.receipt if slot is not None else None, code=CLOSE_POLICY, cause=DENIED
+                )
                 return
             if slot is not None:
                 slot.ready = True
@@ -672,9 +698,11 @@ class Session:
             return target.destination, self.user
         if has_wildcard(target.destination):
             problem = pattern_problem(target.destination, self.broker.settings.destinations.path_separator)
-            problem = problem or self.broker.pattern_refusal(self, target.destination)
             if problem is not None:
                 raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}")
+            problem = self.broker.pattern_refusal(self, target.destination)
+            if problem is not None:
+                raise StompSessionError(f"cannot subscribe to {destination!r}: {problem}", cause=LIMIT)
         return target.destination, None
 
     def _on_subscribe(self, frame: Frame) -> None:
@@ -687,7 +715,7 @@ class Session:
         if sub_id in self.subscriptions:
             raise StompSessionError(f"subscription id {sub_id!r} is already in use in this session")
         if len(self.subscriptions) >= self.limits.max_subscriptions:
-            raise StompSessionError(f"more than {self.limits.max_subscriptions} subscriptions")
+            raise StompSessionError(f"more than {self.limits.max_subscriptions} subscriptions", cause=LIMIT)
         ack = frame.headers.get("ack", "auto")
         if ack not in ACK_MODES:
             raise StompSessionError(f"invalid ack mode {ack!r}: use auto, client or client-individual")
@@ -868,9 +896,12 @@ class Session:
 
     # ---------------------------------------------------------------- output
 
-    def _write(self, data: bytes, binary: bool) -> None:
+    def _write(self, data: bytes, command: str) -> None:
+        """A frame other than MESSAGE (those are :meth:`deliver`'s), counted by command."""
         self.wrote = True
-        self.out.send(data, binary)
+        frames_out = self.broker.stats.frames_out
+        frames_out[command] = frames_out.get(command, 0) + 1
+        self.out.send(data, False)
 
     def _queue_receipt(self, slot: ReceiptSlot) -> None:
         self._wait_receipt(slot)
@@ -886,7 +917,12 @@ class Session:
         if self.state is _CLOSED:
             return
         if error is not None:
-            self.fail(f"message not accepted: {error}", receipt=slot.receipt, code=CLOSE_INTERNAL)
+            self.fail(
+                f"message not accepted: {error}",
+                receipt=slot.receipt,
+                code=CLOSE_INTERNAL,
+                cause=bus_refusal_reason(error),
+            )
             return
         slot.ready = True
         self._flush_receipts()
@@ -897,9 +933,10 @@ class Session:
             return
         for slot in receipts.ready():
             if slot.receipt is not None:
-                self._write(serialize(Frame("RECEIPT", {"receipt-id": slot.receipt}), self.version), False)
+                receipt = serialize(Frame("RECEIPT", {"receipt-id": slot.receipt}), self.version)
+                self._write(receipt, "RECEIPT")
             if slot.disconnect:
-                self.close(CLOSE_NORMAL, "disconnect")
+                self.close(CLOSE_NORMAL, "disconnect", cause=CLIENT)
             if self.state is _CLOSED:
                 break
         if not receipts and self._receipts is receipts:
@@ -923,7 +960,7 @@ class Session:
             acks = self._acks
             assert acks is not None  # made with the subscription
             if len(acks.unacked) >= self.limits.max_unacked:
-                self.fail(f"more than {self.limits.max_unacked} unacknowledged messages")
+                self.fail(f"more than {self.limits.max_unacked} unacknowledged messages", cause=LIMIT)
                 return
             acks.track(sub, mid.decode())
             if self.version == "1.2":
@@ -943,14 +980,17 @@ class Session:
         detail: str = "",
         headers: dict[str, str] | None = None,
         receipt: str | None = None,
+        cause: str = PROTOCOL,
     ) -> None:
-        """Send ERROR (flushed before the close) and close the session.
+        """Send ERROR (flushed before the close) and close the session; ``cause`` is
+        the close reason (broker/closes.py) the metrics and the ``session.close`` line show.
 
         Before CONNECTED the client cannot know the version, so the ERROR is
         written unescaped (as CONNECT/CONNECTED are).
         """
         if self.state is _CLOSED:
             return
+        self._ending(cause, message)
         error = {"message": message, "content-type": "text/plain"}
         if receipt is not None:
             error["receipt-id"] = receipt
@@ -959,36 +999,34 @@ class Session:
         body = (detail or message).encode("utf-8")
         if code == CLOSE_INTERNAL:
             log.error("session %s closed: %s", self.id, message)
-        else:
-            _closes.log(
-                "session %s (%s %s) closed: %s",
-                self.id,
-                self.remote,
-                self.user or "-",
-                message,
-                key=self.remote,
-            )
         self.broker.session_failed(self, message)
         # Before CONNECTED the version is None: the ERROR goes unescaped.
-        self._write(serialize(Frame("ERROR", error, body), self.version), False)
+        self._write(serialize(Frame("ERROR", error, body), self.version), "ERROR")
         self.close(code, message)
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "", *, cause: str = CLIENT) -> None:
         """End the session: drop its state from the broker, then close the transport."""
         if self.state is _CLOSED:
             return
+        self._ending(cause, reason)
         self.state = State.CLOSED
         self._cleanup()
         self.out.close(code, reason)
 
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: str, *, cause: str = SLOW_CONSUMER) -> None:
         """End a session whose peer does not read: closed, and its unsent output dropped now.
 
         A plain close waits for the unsent bytes to be flushed, which for such a
         peer is never: its buffers (and file descriptor) would stay.
         """
-        self.close(CLOSE_POLICY, reason)
+        self.close(CLOSE_POLICY, reason, cause=cause)
         self.out.abort()
+
+    def _ending(self, cause: str, detail: str) -> None:
+        """The first reason given for the end is the one kept."""
+        if self.end_cause is None:
+            self.end_cause = cause
+            self.end_detail = detail
 
     def connection_lost(self) -> None:
         """The transport is gone (peer closed, network error)."""
@@ -1011,6 +1049,7 @@ class Session:
         if self._acks is not None:
             self._acks.unacked.clear()
         self.broker.detach(self)
+        self.broker.session_closed(self, self.end_cause or CLIENT, self.end_detail)
 
 
 def _no_reply(message: Message) -> None:

@@ -9,6 +9,7 @@ frame before :meth:`Transactions.hold` takes it, so that COMMIT applies all or
 from __future__ import annotations
 
 from ..stomp import Frame
+from .closes import LIMIT
 from .errors import StompSessionError, required
 from .settings import SessionLimits
 
@@ -29,7 +30,8 @@ class Transactions:
         if tx in self._open:
             raise StompSessionError(f"transaction {tx!r} is already open")
         if len(self._open) >= self._limits.max_transactions:
-            raise StompSessionError(f"more than {self._limits.max_transactions} open transactions")
+            cap = self._limits.max_transactions
+            raise StompSessionError(f"more than {cap} open transactions", cause=LIMIT)
         self._open[tx] = []
 
     def end(self, frame: Frame) -> list[tuple[Frame, int]]:
@@ -48,10 +50,12 @@ class Transactions:
             raise StompSessionError(f"{frame.command} in unknown transaction {tx!r}")
         limits = self._limits
         if len(frames) >= limits.max_transaction_frames:
-            raise StompSessionError(f"more than {limits.max_transaction_frames} frames in transaction {tx!r}")
+            raise StompSessionError(
+                f"more than {limits.max_transaction_frames} frames in transaction {tx!r}", cause=LIMIT
+            )
         if self.bytes + size > limits.max_transaction_bytes:
             raise StompSessionError(
-                f"open transactions would hold more than {limits.max_transaction_bytes} bytes"
+                f"open transactions would hold more than {limits.max_transaction_bytes} bytes", cause=LIMIT
             )
 
     def hold(self, tx: str, frame: Frame, size: int) -> None:

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -31,6 +31,8 @@ class BusStats:
     dropped: int = 0  # messages refused because the outbox was full (Redis away or too slow)
     refused: int = 0  # messages refused one by one (a store limit, Redis out of memory); the rest went on
     store_dropped: int = 0  # older stored messages pushed out by the per-(user, destination) cap
+    redis_errors: dict[str, int] = field(default_factory=dict)  # failed Redis calls, by where (publish...)
+    redis_reconnects: int = 0  # Redis reachable again after an outage
 
 
 @dataclass(slots=True)

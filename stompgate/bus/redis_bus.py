@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
+from ..buckets import Histogram
 from .address import Address
 from .admin import AdminCommand, AdminHandler, AdminReplies, BadCommand, parse_request, request_payload
 from .base import BusStats, BusUnavailable, OfflineLimits, decode, encode
@@ -233,6 +234,17 @@ class RedisBus:
         return self._commands_ok and self._reader_ok and not self._outbox.stalled()
 
     @property
+    def batch_seconds(self) -> Histogram | None:
+        """Round trips of the outbox's command batches (None before start)."""
+        writer: OutboxWriter | None = getattr(self, "_writer", None)
+        return writer.batch_seconds if writer is not None else None
+
+    @property
+    def outbox_depth(self) -> tuple[int, int]:
+        """Entries and bytes waiting to be sent to Redis."""
+        return len(self._outbox), self._outbox.bytes
+
+    @property
     def congested(self) -> bool:
         return self._outbox.congested
 
@@ -264,10 +276,13 @@ class RedisBus:
             )
         self._last_error = f"{where}: {exc}"
         self._resync = True
+        errors = self.stats.redis_errors
+        errors[where] = errors.get(where, 0) + 1
 
     def _recovered(self) -> None:
         if self.healthy and self._down_since is not None:
             if self._was_up:
+                self.stats.redis_reconnects += 1
                 log.info("redis reachable again after %.1f s", time.time() - self._down_since)
             else:
                 log.info("connected to redis (%s routing)", self.config.routing)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
@@ -27,6 +28,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from ..buckets import CALL_BOUNDS, Histogram
 from .address import Address
 from .base import BusStats, OfflineLimits, reply_text
 from .keys import PUBLISH_USER, TAKE_STORED, Keys, publish_user_args
@@ -105,6 +107,7 @@ class OutboxWriter:
         self._session_counts = session_counts
         self._events = events
         self._conn: RespConnection | None = None  # the lean connection (standalone Redis)
+        self.batch_seconds = Histogram(CALL_BOUNDS)  # round trips of command batches (metrics)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -122,7 +125,9 @@ class OutboxWriter:
             try:
                 if not scripts.loaded:
                     await scripts.load()
+                started = time.perf_counter()
                 results = await self._send(batch)
+                self.batch_seconds.observe(time.perf_counter() - started)
             except Exception as exc:  # the writer must survive anything
                 if not isinstance(exc, CONNECTION_ERRORS):
                     log.exception("publishing to redis failed")
