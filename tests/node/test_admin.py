@@ -225,9 +225,8 @@ async def test_disconnect_a_user_then_a_session(admin_node) -> None:
     assert "disconnected by an administrator" in admin_node.log()
     assert "admin disconnect of user 'alice' asked from 127.0.0.1: 2 session(s) closed" in admin_node.log()
     # Each closed session's end is counted under the reason admin (docs/metrics.md).
-    with urllib.request.urlopen(admin_node.http_url + "/metrics", timeout=5) as resp:
-        scraped = resp.read().decode()
-    assert 'stompgate_sessions_closed_total{reason="admin"} 3.0' in scraped
+    status, scraped, _ = get(admin_node.http_url + "/metrics")
+    assert status == 200 and b'stompgate_sessions_closed_total{reason="admin"} 3.0' in scraped
 
 
 def test_page_and_chart_library_are_served_locally(admin_node) -> None:
