@@ -61,6 +61,12 @@ class ClusterBus(Bus, Protocol):
         """Hand over what is queued, leave the cluster; bounded in time."""
         ...
 
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` until nothing is in flight between this node and
+        the cluster (fetches of stored messages, unsubscriptions, the outbox); True if
+        so. A drain calls it before closing sessions and before the node exits."""
+        ...
+
     def expire(self) -> None:
         """Periodic upkeep of what the bus keeps in this process (called every few seconds)."""
         ...

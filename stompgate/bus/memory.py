@@ -211,6 +211,10 @@ class MemoryBus:
     async def start(self) -> None:
         pass
 
+    async def settle(self, timeout_s: float) -> bool:
+        """Nothing is ever in flight: publishes and fetches happen within the call."""
+        return True
+
     async def stop(self) -> None:
         pass
 

@@ -380,6 +380,42 @@ class RedisBus:
             return
         if not self.broker.dispatch(msg):
             self.stats.ignored += 1
+            if msg.user is not None and self._leaving(msg.user, msg.destination):
+                self._reroute(msg.user, msg.destination, data)
+
+    def _leaving(self, user: str, destination: str) -> bool:
+        """Whether Redis may still count this node for (user, destination): the last
+        local subscription ended and the SUNSUBSCRIBE is not confirmed yet."""
+        listeners = [self._main, *self._shards.values()]
+        if not any(listener is not None and listener.leaving for listener in listeners):
+            return False  # the usual case: nothing to compute
+        channel = self.keys.user_channel(user, destination)
+        return any(listener is not None and channel in listener.leaving for listener in listeners)
+
+    def _reroute(self, user: str, destination: str, payload: bytes) -> None:
+        """A user message Redis counted as delivered here after its last subscriber
+        here left (a session closed, a drain): publish it again, as it came, so that it
+        reaches the user's subscriptions elsewhere or is stored. Its origin stays the
+        sender's, so it is delivered here too should it come back to a new subscriber."""
+        log.debug("a message for %s %s came after its subscriber here left: routed again", user, destination)
+        if self._outbox.put(UserPublish(user, destination, payload)):
+            self._wake.set()
+        else:
+            log.warning("a message for %s %s was lost: the outbox is full", user, destination)
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until nothing of this node is in flight to or
+        from the cluster: stored-message fetches handed over, unsubscriptions
+        confirmed by Redis (so nothing more is routed here), the outbox sent."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listeners = [self._main, *self._shards.values()]
+            leaving = any(listener is not None and listener.leaving for listener in listeners)
+            if not (self._background or leaving or self._outbox):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
 
     def on_subscribed(self, channel: str) -> Replay | None:
         """A (re)subscription was confirmed: hold live deliveries until the stored ones are in."""
