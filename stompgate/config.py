@@ -146,9 +146,14 @@ class ServerConfig:
     # Processes serving this config's ports (SO_REUSEPORT), each a node of the cluster.
     workers: int = 1
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    # On SIGTERM the sessions are closed in batches spread over this many seconds
+    # (stompgate/drain.py), so that their clients reconnect elsewhere without a stampede.
+    drain_s: float = 10.0
 
     def validate(self, path: str, problems: list[str]) -> None:
         _port(self.port, f"{path}.port", problems)
+        if self.drain_s < 0:
+            problems.append(f"{path}.drain_s: must be >= 0 (0: every session at once), got {self.drain_s:g}")
         _positive(self.workers, f"{path}.workers", problems)
         _port(self.tcp.port, f"{path}.tcp.port", problems)
         _origins(self.allowed_origins, f"{path}.allowed_origins", problems)
