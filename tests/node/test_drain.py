@@ -122,3 +122,21 @@ async def test_a_second_signal_stops_at_once(node_factory: Factory) -> None:
             assert exc.code == 1012
     assert wait_exit(node, 15) == 0, node.log()
     assert "received again: stopping now" in node.log()
+
+
+async def test_workers_each_drain_on_the_supervisors_sigterm(node_factory: Factory, bus_config_for) -> None:
+    config = {"server": {"workers": 2, "drain_s": 1.0}, **bus_config_for("standalone", "directed")}
+    node = node_factory(config)
+    answered: set[str] = set()
+    deadline = time.monotonic() + 15
+    while len(answered) < 2:  # both workers listening
+        assert time.monotonic() < deadline
+        answered.add(get(node, "/health")[1]["node"])
+    clients = [await WsStomp.connect(node.ws_url, f"user{i}") for i in range(8)]
+    node.proc.send_signal(signal.SIGTERM)
+    for client in clients:
+        await closed_by_drain(client)
+    assert wait_exit(node, 15) == 0, node.log()
+    log = node.log()
+    assert "SIGTERM: passing it on to 2 workers: they drain over 1 s" in log, log
+    assert log.count("drained: every session closed") == 2, log
