@@ -8,11 +8,13 @@ each batch at a random moment of its slot, with an ERROR ("server restarting")
 and close code 1012 (Service Restart), which STOMP clients that reconnect take
 as "try again, elsewhere".
 
-No user message is lost on the way: the sessions of one user close together;
-before each batch the bus hands over stored messages it is fetching for them;
-a message Redis counted for a subscription that just ended here is routed again
-(:meth:`stompgate.bus.redis_bus.RedisBus.on_message`), so it is stored or reaches
-the user's new session; and the node exits only once its outbox is sent.
+No user message is lost on the way. The sessions of one user close together.
+Before a batch closes, the bus unsubscribes this node from its users' channels
+and waits for Redis to confirm (:meth:`stompgate.bus.redis_bus.RedisBus.release`):
+what Redis routed here until then reaches the sessions, still open, before their
+ERROR; what comes after is stored, or goes to the users' sessions on other nodes.
+Stored messages being fetched for them are handed over first too. And the node
+exits only once its outbox is sent.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ log = logging.getLogger("stompgate.drain")
 CLOSE_MESSAGE = "server restarting"
 # Batches come at most this often: more would not spread clients any better.
 BATCH_SPACING_S = 0.25
-# Before a batch: how long the bus may take to hand over stored messages being fetched.
+# Before a batch: how long Redis may take to confirm the unsubscriptions of its users.
 SETTLE_BATCH_S = 0.5
 # After the last batch: closing handshakes, then the outbox sent to Redis.
 HANDSHAKES_S = 2.0
@@ -102,8 +104,11 @@ async def close_in_batches(
         delay = start + at - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        # Stored messages being fetched for these sessions reach them before they close.
-        await bus.settle(SETTLE_BATCH_S)
+        # Redis stops routing these users' messages here before their sessions close, and
+        # stored messages being fetched for them reach them first.
+        users = {session.user for session in batch if session.user is not None}
+        if users and not await bus.release(users, SETTLE_BATCH_S):
+            log.warning("drain: redis did not confirm the unsubscriptions of %d users in time", len(users))
         log.info(
             "drain: batch %d of %d: closing %d sessions",
             index,

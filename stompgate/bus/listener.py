@@ -82,8 +82,7 @@ class Listener:
         self._resume: list[tuple[str, Replay]] = []
         self._task: asyncio.Task[None] | None = None
         # Channels whose SUNSUBSCRIBE Redis has not confirmed: it may still count this
-        # node for them, so what comes on them and finds no subscriber here is the
-        # owner's to route again (RedisBus.on_message).
+        # node for them (a drain waits for them, RedisBus.release).
         self.leaving: set[str] = set()
 
     def start(self) -> None:

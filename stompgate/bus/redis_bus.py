@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -380,28 +380,26 @@ class RedisBus:
             return
         if not self.broker.dispatch(msg):
             self.stats.ignored += 1
-            if msg.user is not None and self._leaving(msg.user, msg.destination):
-                self._reroute(msg.user, msg.destination, data)
-
-    def _leaving(self, user: str, destination: str) -> bool:
-        """Whether Redis may still count this node for (user, destination): the last
-        local subscription ended and the SUNSUBSCRIBE is not confirmed yet."""
-        listeners = [self._main, *self._shards.values()]
-        if not any(listener is not None and listener.leaving for listener in listeners):
-            return False  # the usual case: nothing to compute
-        channel = self.keys.user_channel(user, destination)
-        return any(listener is not None and channel in listener.leaving for listener in listeners)
-
-    def _reroute(self, user: str, destination: str, payload: bytes) -> None:
-        """A user message Redis counted as delivered here after its last subscriber
-        here left (a session closed, a drain): publish it again, as it came, so that it
-        reaches the user's subscriptions elsewhere or is stored. Its origin stays the
-        sender's, so it is delivered here too should it come back to a new subscriber."""
-        log.debug("a message for %s %s came after its subscriber here left: routed again", user, destination)
-        if self._outbox.put(UserPublish(user, destination, payload)):
-            self._wake.set()
-        else:
-            log.warning("a message for %s %s was lost: the outbox is full", user, destination)
+    async def release(self, users: Collection[str], timeout_s: float) -> bool:
+        """Take this node out of the routing of these users' messages, before their
+        sessions here close (a drain): unsubscribe their channels and wait, at most
+        ``timeout_s``, until Redis confirms it and their stored-message fetches are
+        handed over. Until then what comes still reaches the open sessions; from then
+        on it is stored or goes to the users' other nodes. Closing first would leave
+        a round trip in which Redis counts this node for a subscription that is gone
+        (docs/cluster.md, "Limits we know of"). True when all that happened in time.
+        """
+        wanted = set(users)
+        released = [(ch, found[2]) for ch, found in self._user_channels.items() if found[0] in wanted]
+        for channel, listener in released:
+            del self._user_channels[channel]
+            listener.remove(channel)
+        deadline = time.monotonic() + timeout_s
+        while self._background or any(channel in listener.leaving for channel, listener in released):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     async def settle(self, timeout_s: float) -> bool:
         """Wait (at most ``timeout_s``) until nothing of this node is in flight to or
