@@ -296,7 +296,12 @@ class RedisBus:
     def publish(
         self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
     ) -> None:
-        payload = encode(message, self.node_id)
+        # Redis hands this node its own messages back too; they are skipped as delivered
+        # here already. A user message no session here had when it was sent carries no
+        # origin instead: a subscription made here before Redis routes it (the user
+        # connecting to this node just then) gets it from Redis, which counted it.
+        origin = self.node_id if message.user is None or delivered_here else ""
+        payload = encode(message, origin)
         entry: Command
         if message.user is None:
             entry = TopicPublish(payload, done, sender, message.size)

@@ -103,3 +103,37 @@ async def test_a_drain_mid_flood_loses_and_repeats_nothing(node_factory, bus_con
     assert not missing, f"bob's staying tab lost {len(missing)}: {missing[:20]}"
     assert max(bob_staying_got.values()) == 1, "bob's staying tab got one twice"
     assert set(bob_drained_got) <= expected_bob and max(bob_drained_got.values(), default=1) == 1
+
+
+@pytest.mark.parametrize("routing", ["directed", "broadcast"])
+async def test_a_user_subscribing_on_the_senders_node_mid_stream_gets_each_once(
+    node_factory, bus_config_for, routing
+) -> None:
+    """What a rolling restart does all the time: a user reconnects to the very node a
+    sender publishes through. A message sent before the user's subscription there,
+    and routed by Redis after it, must reach it (it used to come back to its own
+    node and be skipped as delivered there already)."""
+    config = bus_config_for("standalone", routing)
+    config["offline"] = {"max_messages": 5000}
+    (node,) = started(node_factory, config, 1)
+    alice = await WsStomp.connect(node.ws_url, "alice")
+    count = 2000
+    sent = asyncio.Event()
+
+    async def stream() -> None:
+        for i in range(count):
+            await alice.send(Frame("SEND", {"destination": "/user/dave/queue/race"}, str(i).encode()))
+            if i == count // 4:
+                sent.set()
+        await alice.publish("/user/dave/queue/race", str(count))
+
+    streaming = asyncio.ensure_future(stream())
+    await sent.wait()
+    dave = await WsStomp.connect(node.ws_url, "dave")
+    await dave.send(Frame("SUBSCRIBE", {"id": "0", "destination": "/user/queue/race"}))
+    await streaming
+    got: Counter[int] = Counter()
+    await read(dave, got, count + 1)
+    missing = sorted(set(range(count + 1)) - set(got))
+    assert not missing, f"{len(missing)} lost: {missing[:20]}"
+    assert max(got.values()) == 1
