@@ -79,6 +79,8 @@ def base_config(port: int, tcp_port: int) -> dict[str, Any]:
             "port": port,
             "websocket_paths": ["/ws", "/chat-websocket"],
             "tcp": {"enabled": True, "host": "127.0.0.1", "port": tcp_port},
+            # SIGTERM drains (stompgate/drain.py): quickly here, so that stopping stays fast.
+            "drain_s": 0.5,
         },
         "auth": {"mode": "dev"},
         "api": {"key": API_KEY},

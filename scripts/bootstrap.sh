@@ -57,6 +57,8 @@ if [ "$what" = test ]; then
   # The browser tests: Chromium driven by playwright-core; nginx for the cluster example.
   command -v chromium >/dev/null || apt_install chromium
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+  # examples/nginx's STOMP-over-TLS listener (tests/node/test_nginx_example.py) is a stream block.
+  [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || apt_install libnginx-mod-stream
   npm_install tests/js
   npm_install bench/loadgen   # the benchmark's load generator (its smoke run is a test)
 fi

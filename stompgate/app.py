@@ -29,6 +29,14 @@ from .broker.session import CLOSE_POLICY
 from .bus.contract import ClusterBus
 from .bus.memory import MemoryBus
 from .config import Config, startup_warnings
+from .drain import (
+    CLOSE_MESSAGE,
+    HANDSHAKES_S,
+    SETTLE_END_S,
+    DrainState,
+    close_in_batches,
+    refuse_new_sessions,
+)
 from .extensions import NodeContext, load_extension
 from .forwarded import TrustedProxies
 from .http.api import PublishApi
@@ -151,6 +159,8 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.Server | None = None
         self.tls = ServerTls(config.server.tls) if config.server.tls.certificate else None
+        self.drain_state = DrainState()
+        self._draining: asyncio.Future[None] | None = None
         self.gate = self._make_gate()
         self.metrics = Metrics(self) if config.metrics.enabled else None
         self.app = self._make_app()
@@ -215,6 +225,8 @@ class Node:
         )
         for path in cfg.server.extensions:
             load_extension(path, context)
+        refuse = refuse_new_sessions(self.drain_state, cfg.server.websocket_paths, self._sockjs)
+        app.middlewares.append(refuse)
         return app
 
     @staticmethod
@@ -237,14 +249,59 @@ class Node:
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness: the process serves HTTP."""
-        return web.json_response(
-            {"status": "ok", "node": self.node_id, "sessions": len(self.broker.sessions)}
-        )
+        body = {"status": "ok", "node": self.node_id, "sessions": len(self.broker.sessions)}
+        if self.drain_state.draining:  # still alive: killing it early would cut the drain short
+            body["draining"] = True
+        return web.json_response(body)
 
     async def ready(self, request: web.Request) -> web.Response:
-        """Readiness: 503 while the cluster bus (Redis) is unreachable."""
+        """Readiness: 503 while the cluster bus (Redis) is unreachable or the node drains."""
+        if self.drain_state.draining:
+            body = {"ready": False, "reason": "draining", "node": self.node_id}
+            body |= {"since": self.drain_state.since, "sessions": len(self.broker.sessions)}
+            return web.json_response(body, status=503)
         body = {"ready": self.bus.healthy, "node": self.node_id, **self.bus.status()}
         return web.json_response(body, status=200 if self.bus.healthy else 503)
+
+    async def drain(self, period_s: float | None = None) -> None:
+        """Take this node out of service without losing a message (stompgate/drain.py).
+
+        At once: ``/ready`` answers 503 ("draining"), new WebSocket and SockJS
+        sessions get 503, the STOMP TCP listener closes. Then the sessions are
+        closed in batches over ``period_s`` (default ``server.drain_s``) with an
+        ERROR and close code 1012, and the bus hands over what it holds. The node
+        keeps serving ``/health``, ``/ready`` and the API until it is stopped. A
+        second call joins the drain under way.
+        """
+        if self._draining is None:
+            period = self.config.server.drain_s if period_s is None else period_s
+            self._draining = asyncio.ensure_future(self._drain(period))
+        await asyncio.shield(self._draining)
+
+    async def _drain(self, period_s: float) -> None:
+        self.drain_state.begin()
+        log.info(
+            "draining: no new sessions; closing %d sessions over %g s",
+            len(self.broker.open_sessions),
+            period_s,
+            extra={"event": "node.drain", "reason": "shutdown"},
+        )
+        if self._tcp is not None:
+            self._tcp.close()  # STOMP clients over TCP are refused at once and try another node
+        await close_in_batches(self.broker, self.bus, period_s)
+        handlers = [o.done for o in self._outbounds]
+        handlers += [asyncio.ensure_future(e.drain(HANDSHAKES_S)) for e in self._sockjs]
+        if handlers:  # closing handshakes and last SockJS frames, bounded
+            await asyncio.wait(handlers, timeout=HANDSHAKES_S)
+        if await self.bus.settle(SETTLE_END_S):
+            log.info("drained: every session closed, the bus has everything", extra={"event": "node.drain"})
+        else:
+            log.warning(
+                "drained, but the bus did not hand everything over within %g s: %s",
+                SETTLE_END_S,
+                self.bus.status(),
+                extra={"event": "node.drain"},
+            )
 
     def _check_budget(self) -> None:
         """Once a second: if the sessions' buffers are past server.memory_budget, close the heaviest.
@@ -351,9 +408,11 @@ class Node:
 
     async def stop(self) -> None:
         """Tell every client the server is going away (ERROR + 1012), then stop listening."""
+        if self._draining is not None and not self._draining.done():
+            self._draining.cancel()  # a second signal: whatever is left closes now
         if self._tcp is not None:
             self._tcp.close()
-        self.broker.shutdown()
+        self.broker.shutdown(CLOSE_MESSAGE)
         handlers = [o.done for o in self._outbounds]
         handlers += [asyncio.ensure_future(e.drain(2)) for e in self._sockjs]
         if handlers:  # closing handshakes and last SockJS frames, bounded
@@ -394,17 +453,26 @@ def _resident_bytes() -> int | None:
 
 
 async def serve(config: Config) -> None:
-    """Run a node until SIGTERM or SIGINT, then shut it down cleanly."""
+    """Run a node until SIGTERM or SIGINT, drain it, then shut it down; a second signal skips the drain."""
     node = Node(config)
     await node.start()
-    stop = asyncio.Event()
+    signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
     loop.add_signal_handler(signal.SIGHUP, node.reload)
-    await stop.wait()
-    log.info("signal received: shutting down")
+    first = await signals.get()
+    period = config.server.drain_s
+    log.info("%s received: draining over %g s (a second signal stops at once)", first.name, period)
+    draining = asyncio.ensure_future(node.drain())
+    second = asyncio.ensure_future(signals.get())
+    await asyncio.wait([draining, second], return_when=asyncio.FIRST_COMPLETED)
+    if second.done():
+        log.info("%s received again: stopping now", second.result().name)
+    second.cancel()
     await node.stop()
+    if draining.done() and not draining.cancelled() and draining.exception() is not None:
+        log.error("the drain failed", exc_info=draining.exception())
 
 
 def run(config: Config) -> None:

@@ -184,10 +184,15 @@ class ServerConfig:
     # (stompgate/forwarded.py); from any other peer the header is ignored.
     trusted_proxies: list[str] = field(default_factory=list)
     client_address_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    # On SIGTERM the sessions are closed in batches spread over this many seconds
+    # (stompgate/drain.py), so that their clients reconnect elsewhere without a stampede.
+    drain_s: float = 10.0
 
     def validate(self, path: str, problems: list[str]) -> None:
         _port(self.port, f"{path}.port", problems)
         _networks(self.trusted_proxies, f"{path}.trusted_proxies", problems)
+        if self.drain_s < 0:
+            problems.append(f"{path}.drain_s: must be >= 0 (0: every session at once), got {self.drain_s:g}")
         _positive(self.workers, f"{path}.workers", problems)
         _port(self.tcp.port, f"{path}.tcp.port", problems)
         _origins(self.allowed_origins, f"{path}.allowed_origins", problems)

@@ -65,7 +65,12 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
         children[pid] = (index, time.monotonic())
 
     def stop(signum: int, _frame: object) -> None:
+        # Each worker drains on the first signal (server.drain_s) and stops at once on a
+        # second one; this process waits for them all.
         nonlocal stopping
+        if signum and children:
+            again = " again: they stop now" if stopping else f": they drain over {config.server.drain_s:g} s"
+            log.info("%s: passing it on to %d workers%s", signal.Signals(signum).name, len(children), again)
         stopping = True
         for pid in list(children):
             with suppress(ProcessLookupError):
@@ -104,7 +109,7 @@ def supervise(config: Config, run_worker: Callable[[Config], int], log_format: s
         if time.monotonic() - started < STARTUP_S:
             log.error("worker %d exited (%s) while starting; stopping the node", index, _describe(code))
             exit_code = code if code > 0 else 1
-            stop(signal.SIGTERM, None)
+            stop(0, None)  # not a signal: no line about passing one on
             continue
         log.error("worker %d (pid %d) ended (%s); starting it again", index, pid, _describe(code))
         spawn(index)

@@ -26,7 +26,7 @@ Guarantees every bus gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..broker.broker import Bus
@@ -60,6 +60,18 @@ class ClusterBus(Bus, Protocol):
 
     async def stop(self) -> None:
         """Hand over what is queued, leave the cluster; bounded in time."""
+        ...
+
+    async def release(self, users: Collection[str], timeout_s: float) -> bool:
+        """Stop routing these users' messages to this node before their sessions close:
+        what was routed here before is delivered to them, what comes after is stored or
+        goes to their other nodes. Waits at most ``timeout_s``; True if all done in time."""
+        ...
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` until nothing is in flight between this node and
+        the cluster (fetches of stored messages, unsubscriptions, the outbox); True if
+        so. A drain calls it before closing sessions and before the node exits."""
         ...
 
     def expire(self) -> None:

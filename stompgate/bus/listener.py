@@ -81,6 +81,9 @@ class Listener:
         self._recovering: set[str] = set()
         self._resume: list[tuple[str, Replay]] = []
         self._task: asyncio.Task[None] | None = None
+        # Channels whose SUNSUBSCRIBE Redis has not confirmed: it may still count this
+        # node for them (a drain waits for them, RedisBus.release).
+        self.leaving: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="bus-listener")
@@ -122,6 +125,7 @@ class Listener:
     def remove(self, channel: str) -> None:
         self.shard_channels.discard(channel)
         if self.ok and self.conn is not None:
+            self.leaving.add(channel)
             self.conn.send(pack(("SUNSUBSCRIBE", channel)))
 
     def _waiter(self, channel: str) -> asyncio.Future[None]:
@@ -146,7 +150,10 @@ class Listener:
             for waiter in self._confirm.pop(channel, ()):
                 if not waiter.done():
                     waiter.set_result(None)
-        elif kind not in (b"psubscribe", b"sunsubscribe", b"subscribe", b"pong"):
+        elif kind == b"sunsubscribe":
+            if reply[1] is not None:
+                self.leaving.discard(reply[1].decode("utf-8"))
+        elif kind not in (b"psubscribe", b"subscribe", b"pong"):
             log.warning("unexpected reply on the pub/sub connection: %r", reply)
 
     async def _subscribe_shards(self, conn: RespConnection) -> None:
@@ -197,6 +204,7 @@ class Listener:
                 self.ok = False
                 self.events.on_lost(self, exc)
             self._ready.clear()
+            self.leaving.clear()  # Redis dropped every subscription of the connection
             for waiters in self._confirm.values():
                 for waiter in waiters:
                     if not waiter.done():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ..broker.broker import Done, Sender
 from ..broker.message import Message
@@ -221,6 +221,14 @@ class MemoryBus:
 
     async def start(self) -> None:
         pass
+
+    async def release(self, users: Collection[str], timeout_s: float) -> bool:
+        """Nothing to do: messages are routed within the call, to the sessions open then."""
+        return True
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Nothing is ever in flight: publishes and fetches happen within the call."""
+        return True
 
     async def stop(self) -> None:
         pass

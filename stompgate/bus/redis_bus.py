@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -318,7 +318,12 @@ class RedisBus:
     def publish(
         self, message: Message, delivered_here: int, done: Done | None, sender: Sender | None = None
     ) -> None:
-        payload = encode(message, self.node_id)
+        # Redis hands this node its own messages back too; they are skipped as delivered
+        # here already. A user message no session here had when it was sent carries no
+        # origin instead: a subscription made here before Redis routes it (the user
+        # connecting to this node just then) gets it from Redis, which counted it.
+        origin = self.node_id if message.user is None or delivered_here else ""
+        payload = encode(message, origin)
         entry: Command
         if message.user is None:
             entry = TopicPublish(payload, done, sender, message.size)
@@ -405,6 +410,40 @@ class RedisBus:
             return
         if not self.broker.dispatch(msg):
             self.stats.ignored += 1
+    async def release(self, users: Collection[str], timeout_s: float) -> bool:
+        """Take this node out of the routing of these users' messages, before their
+        sessions here close (a drain): unsubscribe their channels and wait, at most
+        ``timeout_s``, until Redis confirms it and their stored-message fetches are
+        handed over. Until then what comes still reaches the open sessions; from then
+        on it is stored or goes to the users' other nodes. Closing first would leave
+        a round trip in which Redis counts this node for a subscription that is gone
+        (docs/cluster.md, "Limits we know of"). True when all that happened in time.
+        """
+        wanted = set(users)
+        released = [(ch, found[2]) for ch, found in self._user_channels.items() if found[0] in wanted]
+        for channel, listener in released:
+            del self._user_channels[channel]
+            listener.remove(channel)
+        deadline = time.monotonic() + timeout_s
+        while self._background or any(channel in listener.leaving for channel, listener in released):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until nothing of this node is in flight to or
+        from the cluster: stored-message fetches handed over, unsubscriptions
+        confirmed by Redis (so nothing more is routed here), the outbox sent."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listeners = [self._main, *self._shards.values()]
+            leaving = any(listener is not None and listener.leaving for listener in listeners)
+            if not (self._background or leaving or self._outbox):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
 
     def on_subscribed(self, channel: str) -> Replay | None:
         """A (re)subscription was confirmed: hold live deliveries until the stored ones are in."""

@@ -168,7 +168,7 @@ async def test_shutdown_signal_tells_every_client_and_exits_cleanly(node_factory
     for c in clients + [pending]:
         error = await c.recv()
         assert error.command == "ERROR"
-        assert error.headers["message"] == "server shutting down"
+        assert error.headers["message"] == "server restarting"
         assert (await c.expect_closed()).code == 1012
     assert await asyncio.to_thread(node.proc.wait, 10) == 0
 
