@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from .broker.closes import SHUTDOWN
 from .broker.ports import CLOSE_RESTART
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ async def close_in_batches(
             extra={"event": "node.drain", "reason": "shutdown"},
         )
         for session in batch:
-            session.fail(CLOSE_MESSAGE, code=CLOSE_RESTART)  # a no-op for one closed meanwhile
+            # A no-op for one closed meanwhile.
+            session.fail(CLOSE_MESSAGE, code=CLOSE_RESTART, cause=SHUTDOWN)
     broker.shutdown(CLOSE_MESSAGE)  # those whose handshake was under way when the drain began
 
 

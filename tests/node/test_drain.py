@@ -103,6 +103,8 @@ async def test_sigterm_drains_in_batches_refusing_new_sessions(node_factory: Fac
     assert log.count("drain: batch ") >= 2, log
     assert batches(times) >= 2, f"every session closed at once: {sorted(t - min(times) for t in times)}"
     assert "drained: every session closed" in log, log
+    # Each session's close line gives the reason shutdown (broker/closes.py, docs/metrics.md).
+    assert log.count("closed: shutdown") >= SESSIONS + 1, log
 
 
 async def test_a_second_signal_stops_at_once(node_factory: Factory) -> None:
