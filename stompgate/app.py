@@ -127,6 +127,7 @@ class Node:
             self.broker, self.bus.stats, self.node_id, admin.sample_interval_s, admin.history
         )
         self.bus.serve_admin(self.admin)
+        self.admin.drain = self.start_drain
         self._expiry: asyncio.TimerHandle | None = None
         self._budget_timer: asyncio.TimerHandle | None = None
         self._outbounds: set[WebSocketOutbound] = set()
@@ -273,10 +274,15 @@ class Node:
         keeps serving ``/health``, ``/ready`` and the API until it is stopped. A
         second call joins the drain under way.
         """
+        draining = self.start_drain(period_s)
+        await asyncio.shield(draining)
+
+    def start_drain(self, period_s: float | None = None) -> asyncio.Future[None]:
+        """Start the drain (or return the one under way) without waiting for it: the admin call."""
         if self._draining is None:
             period = self.config.server.drain_s if period_s is None else period_s
             self._draining = asyncio.ensure_future(self._drain(period))
-        await asyncio.shield(self._draining)
+        return self._draining
 
     async def _drain(self, period_s: float) -> None:
         self.drain_state.begin()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -71,13 +72,27 @@ class NodeAnswers:
         self.node_id = node_id
         self.sampler = sampler
         self.started = time.time()
+        # Starts this node's drain (Node.drain); set by the node once it can drain.
+        self.drain: Callable[[], object] | None = None
 
     def __call__(self, command: AdminCommand) -> dict[str, Any]:
         if command.op == "node":
             return self.summary(with_rates=True)
         if command.op == "sessions":
             return self.sessions(command.user, command.limit)
+        if command.op == "drain":
+            return self.drain_if_named(command.node)
         return self.disconnect(command.user, command.session)
+
+    def drain_if_named(self, node: str | None) -> dict[str, Any]:
+        """Start draining when ``node`` is this node; every node answers whether it drains."""
+        if node != self.node_id or self.drain is None:
+            return {"node": self.node_id, "draining": False}
+        log.warning(
+            "draining on an administrator's request", extra={"event": "node.drain", "reason": "admin"}
+        )
+        self.drain()
+        return {"node": self.node_id, "draining": True}
 
     def subscription_count(self) -> int:
         return sum(len(s.subscriptions) for s in self.broker.sessions.values())

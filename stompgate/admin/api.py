@@ -167,6 +167,26 @@ class AdminApi:
         )
         return web.json_response({"closed": sum(closed.values()), "nodes": closed, "missing": got.missing})
 
+    async def drain(self, request: web.Request) -> web.StreamResponse:
+        """Drain one node of the cluster, as SIGTERM would, but without exiting:
+        it stays up, not ready and refusing sessions, until it is stopped."""
+        data = await read_json_object(request, self.body_timeout_s)
+        node = data.get("node")
+        if not isinstance(node, str) or not node:
+            raise BadRequest("give 'node': the id of the node to drain")
+        got = await self._call(AdminCommand("drain", node=node))
+        draining = [str(r.get("node")) for r in got.replies if r.get("draining") is True]
+        log.warning(
+            "admin drain of node %s asked from %s: %s",
+            node,
+            request.remote,
+            "draining" if draining else "no such node answered",
+        )
+        answer: dict[str, Any] = {"draining": draining, "missing": got.missing}
+        if not draining:
+            answer["error"] = f"no live node {node!r} answered (GET nodes lists them)"
+        return web.json_response(answer, status=200 if draining else 404)
+
     # ------------------------------------------------------------ the page
 
     async def page(self, request: web.Request) -> web.StreamResponse:
@@ -205,4 +225,5 @@ class AdminApi:
             web.get(api + "/users/{user}", g(self.user)),
             web.get(api + "/sessions", g(self.sessions)),
             web.post(api + "/disconnect", g(self.disconnect)),
+            web.post(api + "/drain", g(self.drain)),
         ]

@@ -55,6 +55,8 @@ def add_parser(sub: Any) -> None:
     which = disconnect.add_mutually_exclusive_group(required=True)
     which.add_argument("--user", dest="who")
     which.add_argument("--session")
+    drain = add("drain", "drain a node as SIGTERM does, leaving it up and not ready until it is stopped")
+    drain.add_argument("node", metavar="NODE", help="its id, as `nodes` lists it")
 
 
 class AdminError(Exception):
@@ -145,6 +147,8 @@ def _text(command: str, answer: dict[str, Any]) -> str:
         return "\n".join(answer["users"]) + more
     if command in ("sessions", "user"):
         return _sessions_text(answer)
+    if command == "drain":
+        return f"draining: {', '.join(answer['draining'])}" + _missing(answer)
     nodes = ", ".join(f"{node}: {n}" for node, n in answer["nodes"].items())
     return f"closed {answer['closed']} session(s) ({nodes or 'no node answered'})" + _missing(answer)
 
@@ -162,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
             answer = _call(args, "GET", "/sessions" + query)
         elif command == "user":
             answer = _call(args, "GET", f"/users/{quote(args.who, safe='')}?limit={args.limit}")
+        elif command == "drain":
+            answer = _call(args, "POST", "/drain", {"node": args.node})
         else:
             body = {"user": args.who} if args.who is not None else {"session": args.session}
             answer = _call(args, "POST", "/disconnect", body)

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-Op = Literal["node", "sessions", "disconnect"]
+Op = Literal["node", "sessions", "disconnect", "drain"]
 OPS: tuple[str, ...] = get_args(Op)
 
 # Sessions one node lists in one answer, at most (the command may ask for fewer).
@@ -36,12 +36,14 @@ class AdminCommand:
     ``sessions``: its sessions, of ``user`` only when given, at most ``limit``.
     ``disconnect``: close ``user``'s sessions, or the session ``session``
     (ERROR "disconnected by an administrator", close reason ``admin``).
+    ``drain``: the node ``node`` drains (the others only answer).
     """
 
     op: Op
     user: str | None = None
     session: str | None = None
     limit: int = 100
+    node: str | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -50,21 +52,25 @@ class AdminCommand:
             raise BadCommand(f"limit must be 0..{MAX_LIMIT}, got {self.limit}")
         if self.op == "disconnect" and (self.user is None) == (self.session is None):
             raise BadCommand("disconnect needs exactly one of user or session")
+        if self.op == "drain" and not self.node:
+            raise BadCommand("drain needs the node to drain")
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "user": self.user, "session": self.session, "limit": self.limit}
+        return {
+            "op": self.op, "user": self.user, "session": self.session, "limit": self.limit, "node": self.node
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> AdminCommand:
         if not isinstance(data, dict):
             raise BadCommand("an admin command is a JSON object")
-        op, user, session, limit = (data.get(k) for k in ("op", "user", "session", "limit"))
+        op, user, session, limit, node = (data.get(k) for k in ("op", "user", "session", "limit", "node"))
         if not isinstance(op, str) or not isinstance(limit, int) or isinstance(limit, bool):
             raise BadCommand("op (a string) and limit (an integer) are required")
-        for value in (user, session):
+        for value in (user, session, node):
             if value is not None and not isinstance(value, str):
-                raise BadCommand("user and session are strings")
-        return cls(op, user, session, limit)  # type: ignore[arg-type]  # op checked in __post_init__
+                raise BadCommand("user, session and node are strings")
+        return cls(op, user, session, limit, node)  # type: ignore[arg-type]  # op checked in __post_init__
 
 
 # One node's answer to a command (JSON-ready, with its "node" id).

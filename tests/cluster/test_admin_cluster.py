@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from harness.adminclient import ADMIN_CONFIG, admin
+from harness.clusterkit import ready
 from harness.nodes import deep_merge
 from harness.stompclient import WsStomp
 
@@ -81,3 +82,19 @@ async def test_answers_are_bounded(two) -> None:
     assert sorted(n["sessions"] for n in carol["nodes"]) == [4, 4]
     status, everyone, _ = admin(b, "GET", "/sessions?limit=5")
     assert (everyone["total"], len(everyone["sessions"]), everyone["truncated"]) == (8, 5, True)
+
+
+async def test_node_a_drains_node_b(two) -> None:
+    """POST drain on A for B: B's sessions get ERROR and 1012 and B says it is not ready;
+    A goes on serving. B stays up until it is stopped."""
+    a, b = two
+    on_b = await WsStomp.connect(b.ws_url, "dave")
+    on_a = await WsStomp.connect(a.ws_url, "erin")
+    status, answer, _ = admin(a, "POST", "/drain", {"node": b.id})
+    assert (status, answer["draining"], answer["missing"]) == (200, [b.id], [])
+    error = await on_b.recv(10)
+    assert error.command == "ERROR" and error.headers["message"] == "server restarting"
+    assert (await on_b.expect_closed()).code == 1012
+    assert ready(b) is False and ready(a) is True
+    await on_a.subscribe("/topic/erin-still-here")
+    assert b.proc.poll() is None

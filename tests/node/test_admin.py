@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import websockets
 
 from harness.adminclient import ADMIN_CONFIG, ADMIN_PASSWORD, GOOD, admin, basic
 from harness.nodes import API_KEY, ROOT, deep_merge
@@ -275,6 +276,27 @@ async def test_cli(admin_node) -> None:
     out = run_cli(admin_node, "info", password="wrong-password-123")
     assert out.returncode == 1 and "401" in out.stderr
     assert run_cli(admin_node, "--password", ADMIN_PASSWORD, "--json", "info").returncode == 0
+
+
+async def test_drain_by_an_administrator(admin_node) -> None:
+    """`stompgate admin drain NODE`: the node drains as on SIGTERM (ERROR and 1012 for its
+    sessions, /ready 503, new sessions refused) but stays up until it is stopped."""
+    tab = await WsStomp.connect(admin_node.ws_url, "alice")
+    out = run_cli(admin_node, "drain", "no-such-node")
+    assert out.returncode == 1 and "404" in out.stderr and "no live node 'no-such-node'" in out.stderr
+    assert get(admin_node.http_url + "/ready")[0] == 200
+    out = run_cli(admin_node, "drain", admin_node.id)
+    assert out.returncode == 0 and out.stdout.strip() == f"draining: {admin_node.id}", out
+    error = await tab.recv(10)
+    assert error.command == "ERROR" and error.headers["message"] == "server restarting"
+    assert (await tab.expect_closed()).code == 1012
+    assert get(admin_node.http_url + "/ready")[0] == 503
+    with pytest.raises(websockets.InvalidStatus):
+        await WsStomp.connect(admin_node.ws_url, "late")
+    assert admin_node.proc.poll() is None  # still up: the admin API answers
+    assert run_cli(admin_node, "--json", "info").returncode == 0
+    assert "draining on an administrator's request" in admin_node.log()
+    assert admin_node.stop() == 0
 
 
 def test_version() -> None:
