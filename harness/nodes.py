@@ -85,6 +85,8 @@ def base_config(port: int, tcp_port: int) -> dict[str, Any]:
         "auth": {"mode": "dev"},
         "api": {"key": API_KEY},
         "logging": {"level": "info"},
+        # Each scrape built afresh, so that a test sees what it just did (metrics.cache_s).
+        "metrics": {"cache_s": 0},
     }
 
 

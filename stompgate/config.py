@@ -499,6 +499,9 @@ class MetricsConfig:
     token: str | None = None
     # One dispatched message in this many is timed for stompgate_delivery_seconds (0: none).
     latency_sample: int = 100
+    # A scrape within this many seconds of the last gets the same page: a scrape walks
+    # every session, so a client asking in a loop must not cost more than one a second.
+    cache_s: float = 1.0
 
     def validate(self, path: str, problems: list[str]) -> None:
         if not self.path.startswith("/"):
@@ -507,6 +510,8 @@ class MetricsConfig:
             problems.append(f"{path}.token: empty; leave it out for an open endpoint")
         if self.latency_sample < 0:
             problems.append(f"{path}.latency_sample: must be >= 0 (0: no sampling)")
+        if self.cache_s < 0:
+            problems.append(f"{path}.cache_s: must be >= 0 (0: every scrape builds its page)")
 
 
 @dataclass

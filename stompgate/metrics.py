@@ -355,6 +355,8 @@ class Metrics:
         self.node = node
         self.token = settings.token
         self.latency_sample = settings.latency_sample
+        self.cache_s = settings.cache_s
+        self._page: tuple[float, bytes] | None = None  # (built at, monotonic; the page)
         self.collector = NodeCollector(node)
         self.export: MultiprocessExport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -420,7 +422,12 @@ class Metrics:
                     status=401,
                     headers={"WWW-Authenticate": 'Bearer realm="stompgate metrics"'},
                 )
-        if self.export is not None:
-            self.export.sync()  # this worker's figures as of now; the others' are at most a second old
-        body = generate_latest(self.registry)
+        now = time.monotonic()
+        if self._page is not None and now - self._page[0] < self.cache_s:
+            body = self._page[1]  # bounded work however often it is asked (metrics.cache_s)
+        else:
+            if self.export is not None:
+                self.export.sync()  # this worker's figures as of now; the others' are at most a second old
+            body = generate_latest(self.registry)
+            self._page = (now, body)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
