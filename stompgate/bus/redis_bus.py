@@ -361,13 +361,28 @@ class RedisBus:
             # Live delivery first (Redis counts this node from now on), then what
             # was stored before that: each message is in exactly one of the two.
             await self._subscribe(user, destination, channel)
-            raw = await self._take(user, destination)
-            stored = [decode(item, self._user_root)[1] for item in raw]
-            self.stats.replayed += len(stored)
+            stored = self._not_delivered_here(await self._take(user, destination))
         except Exception as exc:  # noqa: BLE001 - the subscription goes live regardless
             # What is stored stays stored: the next (re)subscription recovers it.
             log.warning("stored messages of %s %s not fetched: %s", user, destination, exc)
         replay(stored)
+
+    def _not_delivered_here(self, raw: list[bytes]) -> list[Message]:
+        """Stored messages to replay here, less those this node delivered when they were sent.
+
+        Those carry this node as origin, like the copies Redis echoes (skipped in
+        on_message): a subscription here had them, but Redis ran their publish
+        before it counted this node (the SSUBSCRIBE not confirmed yet, or gone
+        since), so it stored them too. They wait in that subscription's replay
+        already, or were delivered: handed over again they would arrive twice.
+        """
+        stored = []
+        for item in raw:
+            origin, message = decode(item, self._user_root)
+            if origin != self.node_id:
+                stored.append(message)
+        self.stats.replayed += len(stored)
+        return stored
 
     async def _take(self, user: str, destination: str) -> list[bytes]:
         """What is stored for (user, destination), removed from the store."""
@@ -491,9 +506,7 @@ class RedisBus:
                         pipe.execute_command("EVALSHA", sha, 2, store, index, destination)
                 results = iter(await pipe.execute())
                 for (channel, replay), found in zip(batch, wanted):
-                    raw = next(results) if found is not None else []
-                    stored = [decode(item, self._user_root)[1] for item in raw]
-                    self.stats.replayed += len(stored)
+                    stored = self._not_delivered_here(next(results) if found is not None else [])
                     log.debug("recovered %d stored messages of %s", len(stored), channel)
                     replay(stored)
                 batch = []
