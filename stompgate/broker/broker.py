@@ -236,25 +236,54 @@ class Broker:
         subs[sub] = None
         key = (sub.user, sub.destination)
         waiting = self._replaying.get(key)
-        if waiting is not None:  # joins a replay under way
+        if waiting is not None:  # joins a replay under way (the bus is still subscribed for it)
             sub.replay = []
             waiting.append(sub)
             return False
         if len(subs) == 1 and self.bus is not None:
             sub.replay = []
-            self._replaying[key] = [sub]
-            self.bus.user_subscribed(sub.user, sub.destination, lambda stored: self._replay(key, stored))
+            pending = self._replaying[key] = [sub]
+            self.bus.user_subscribed(
+                sub.user, sub.destination, lambda stored: self._replay(key, pending, stored)
+            )
             return False
         return True
 
-    def _replay(self, key: tuple[str, str], stored: list[Message]) -> None:
-        """Stored messages first, then what arrived live meanwhile, then live delivery."""
-        for sub in self._replaying.pop(key, ()):
+    def _replay(self, key: tuple[str, str], waiting: list[Subscription], stored: list[Message]) -> None:
+        """Stored messages first, then what arrived live meanwhile, then live delivery.
+
+        ``waiting`` are the subscriptions this replay was for, less those ended since.
+        If they all ended, the replay was given up (:meth:`unsubscribe`) and what it
+        fetched is routed again: to a newer subscription, or back to the store.
+        """
+        if self._replaying.get(key) is waiting:
+            del self._replaying[key]
+        for sub in waiting:
             live, sub.replay = sub.replay or [], None
             sub.session.went_live(sub)
             for message in stored + live:
                 sub.session.deliver(sub, message)
         self.stats.messages_replayed += len(stored)
+        if not waiting and stored:
+            self._reroute(key, stored)
+
+    def _reroute(self, key: tuple[str, str], stored: list[Message]) -> None:
+        """What a given-up replay fetched: to the subscriptions made since (before the live
+        messages a newer replay holds for them), or, with none here, back to the bus."""
+        entry = self.users.get(key[0])
+        subs = entry.subscriptions.get(key[1]) if entry is not None else None
+        if not subs:
+            if self.bus is not None:
+                for message in stored:
+                    self.bus.publish(message, 0, None)
+            return
+        for sub in subs:
+            if sub.replay is not None:
+                sub.replay[:0] = stored
+            else:
+                for message in stored:
+                    sub.session.deliver(sub, message)
+        self.stats.messages_delivered += len(subs) * len(stored)
 
     def begin_recovery(self, user: str, destination: str) -> Callable[[list[Message]], None] | None:
         """The bus lost its subscription for a while: messages of the gap were stored.
@@ -270,8 +299,8 @@ class Broker:
             return None
         for sub in subs:
             sub.replay = []
-        self._replaying[key] = list(subs)
-        return lambda stored: self._replay(key, stored)
+        waiting = self._replaying[key] = list(subs)
+        return lambda stored: self._replay(key, waiting, stored)
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.user is None:
@@ -286,8 +315,17 @@ class Broker:
         if subs is None or sub not in subs:
             return
         del subs[sub]
+        key = (sub.user, sub.destination)
+        waiting = self._replaying.get(key)
+        if waiting is not None and sub.replay is not None:  # it waits for a replay no more
+            waiting.remove(sub)
+            sub.replay = None
+            sub.session.went_live(sub)  # its SUBSCRIBE's RECEIPT is due (the ones after wait for it)
         if not subs:
             del entry.subscriptions[sub.destination]
+            # The bus unsubscribes: a replay under way is given up, so that the next
+            # subscription subscribes the bus again rather than join it.
+            self._replaying.pop(key, None)
             if self.bus is not None:
                 self.bus.user_unsubscribed(sub.user, sub.destination)
 

@@ -115,8 +115,9 @@ class Listener:
                     await asyncio.wait_for(self._ready.wait(), 2)
                 except TimeoutError:
                     return
-            if not self.ok:
-                return
+            # Ready: the new connection subscribed every wanted channel, this one too,
+            # before it was; or it was removed meanwhile and must not be subscribed again.
+            return
         assert self.conn is not None
         waiter = self._waiter(channel)
         self.conn.send(pack(("SSUBSCRIBE", channel)))
@@ -124,9 +125,12 @@ class Listener:
 
     def remove(self, channel: str) -> None:
         self.shard_channels.discard(channel)
-        if self.ok and self.conn is not None:
+        # Also while a new connection subscribes its channels (not ok yet): this one's
+        # SSUBSCRIBE may be on its way, and would otherwise stay.
+        conn = self.conn
+        if conn is not None and not conn.closed.done():
             self.leaving.add(channel)
-            self.conn.send(pack(("SUNSUBSCRIBE", channel)))
+            conn.send(pack(("SUNSUBSCRIBE", channel)))
 
     def _waiter(self, channel: str) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()

@@ -97,6 +97,9 @@ class RedisBus:
         self._shards: dict[str, Listener] = {}
         # user channel -> (user, destination, its listener), while subscribed here
         self._user_channels: dict[str, tuple[str, str, Listener]] = {}
+        # User channels the broker wants, from user_subscribed to user_unsubscribed: a
+        # fetch that starts after the broker gave it up must not subscribe it.
+        self._wanted: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         # Short-lived tasks (stored-message fetches, recoveries), kept until done: the
         # loop holds only weak references, so an unreferenced task can vanish mid-run.
@@ -346,6 +349,7 @@ class RedisBus:
             self._resync = True  # the whole registry is written again once the outbox drains
 
     def user_subscribed(self, user: str, destination: str, replay: Replay) -> None:
+        self._wanted.add(self.keys.user_channel(user, destination))
         self.spawn(self._subscribe_then_take(user, destination, replay))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -361,7 +365,11 @@ class RedisBus:
             # Live delivery first (Redis counts this node from now on), then what
             # was stored before that: each message is in exactly one of the two.
             await self._subscribe(user, destination, channel)
+            if channel not in self._wanted:
+                raise _GivenUp(channel)  # unsubscribed meanwhile: the store stays for the next one
             stored = self._not_delivered_here(await self._take(user, destination))
+        except _GivenUp:
+            pass
         except Exception as exc:  # noqa: BLE001 - the subscription goes live regardless
             # What is stored stays stored: the next (re)subscription recovers it.
             log.warning("stored messages of %s %s not fetched: %s", user, destination, exc)
@@ -393,11 +401,16 @@ class RedisBus:
 
     async def _subscribe(self, user: str, destination: str, channel: str) -> None:
         listener = await self._listener_for(channel)
+        if channel not in self._wanted:
+            # Unsubscribed before this fetch began: subscribing now would have Redis route
+            # the user's messages here for no one (not stored). Nothing is taken either.
+            raise _GivenUp(channel)
         self._user_channels[channel] = (user, destination, listener)
         await listener.add(channel)
 
     def user_unsubscribed(self, user: str, destination: str) -> None:
         channel = self.keys.user_channel(user, destination)
+        self._wanted.discard(channel)
         found = self._user_channels.pop(channel, None)
         if found is not None:
             found[2].remove(channel)
@@ -438,6 +451,7 @@ class RedisBus:
         released = [(ch, found[2]) for ch, found in self._user_channels.items() if found[0] in wanted]
         for channel, listener in released:
             del self._user_channels[channel]
+            self._wanted.discard(channel)
             listener.remove(channel)
         deadline = time.monotonic() + timeout_s
         while self._background or any(channel in listener.leaving for channel, listener in released):
@@ -597,6 +611,10 @@ class RedisBus:
             raise BusUnavailable(f"redis unreachable: {exc}") from None
         got.missing = [node for node in nodes if node not in answered]
         return got
+
+
+class _GivenUp(Exception):
+    """A stored-message fetch whose subscription ended before it began."""
 
 
 def _no_retry() -> Retry:

@@ -104,3 +104,56 @@ def test_a_reply_to_one_session_waits_behind_its_stored_messages() -> None:
     assert bob.frames() == []  # held: the stored ones come first
     bus.replays.pop()([Message("/queue/me", {}, b"stored", user="bob", shown="/user/queue/me")])
     assert bob.bodies() == [b"stored", b"reply"]
+
+
+class ResubscribeBus(HeldBus):
+    """A HeldBus that also records what the broker asks it to subscribe and unsubscribe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def user_subscribed(self, user: str, destination: str, replay: Callable[[list[Message]], None]) -> None:
+        self.calls.append("subscribe")
+        super().user_subscribed(user, destination, replay)
+
+    def user_unsubscribed(self, user: str, destination: str) -> None:
+        self.calls.append("unsubscribe")
+
+
+def test_subscribing_again_during_the_fetch_subscribes_the_bus_again() -> None:
+    """UNSUBSCRIBE then SUBSCRIBE while the stored messages are fetched: the bus was
+    unsubscribed, so the new subscription must subscribe it again rather than join
+    the fetch under way (it used to: the node heard nothing more). What the given-up
+    fetch brings goes to the new subscription, none to the cancelled one."""
+    env = make_env()
+    bus = env.broker.bus = ResubscribeBus()
+    bob = env.connected("bob")
+    bob.subscribe("/user/queue/in", "a", receipt="ra")
+    bob.send("UNSUBSCRIBE", {"id": "a", "receipt": "ua"})
+    bob.subscribe("/user/queue/in", "b", receipt="rb")
+    assert bus.calls == ["subscribe", "unsubscribe", "subscribe"]
+    assert [f.headers["receipt-id"] for f in bob.frames()] == ["ra", "ua"]  # b waits for its fetch
+    first, second = bus.fetches
+    env.broker.dispatch(env.broker.message("/queue/in", {}, b"live", "bob"))
+    first[2]([env.broker.message("/queue/in", {}, b"stored", "bob")])
+    assert bob.frames() == []
+    second[2]([])
+    frames = bob.frames()
+    assert [f.command for f in frames] == ["RECEIPT", "MESSAGE", "MESSAGE"]
+    assert [(f.headers["subscription"], f.body) for f in frames[1:]] == [("b", b"stored"), ("b", b"live")]
+
+
+def test_the_last_subscription_ending_during_the_fetch_gives_back_what_it_fetched() -> None:
+    """Nothing subscribes again: the bus is unsubscribed, and what the fetch took from
+    the store is published again (to be stored, or reach the user's other nodes)."""
+    env = make_env()
+    bus = env.broker.bus = ResubscribeBus()
+    bob = env.connected("bob")
+    bob.subscribe("/user/queue/in", "a")
+    bob.send("UNSUBSCRIBE", {"id": "a"})
+    assert bus.calls == ["subscribe", "unsubscribe"]
+    stored = env.broker.message("/queue/in", {}, b"stored", "bob")
+    bus.fetches.pop()[2]([stored])
+    assert bob.frames() == []
+    assert bus.published == [stored]
