@@ -8,6 +8,7 @@ including malformed ones, and to read frames precisely.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import websockets
@@ -118,3 +119,22 @@ class WsStomp:
     async def close_all(cls) -> None:
         clients, cls.opened = cls.opened, []
         await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
+
+
+def stuck_subscriber(tcp_port: int, destination: str, login: str = "stuck") -> socket.socket:
+    """A STOMP-over-TCP subscriber to ``destination`` that then reads nothing more, with a
+    4 KB receive buffer: a slow consumer, once the node writes to it faster than that."""
+    stuck = socket.create_connection(("127.0.0.1", tcp_port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(
+        serialize(Frame("CONNECT", {"accept-version": "1.2", "login": login, "heart-beat": "0,0"}))
+        + serialize(Frame("SUBSCRIBE", {"id": "1", "destination": destination, "receipt": "r"}))
+    )
+    stuck.settimeout(5)
+    got = b""
+    while b"receipt-id:r" not in got:
+        data = stuck.recv(4096)
+        if not data:
+            raise Closed(None, f"the node closed the subscriber: {got!r}")
+        got += data
+    return stuck

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.nodes import NodeProcess
 from harness.redisproc import start_redis
-from harness.stompclient import Closed, WsStomp
-from stompgate.stomp import Frame, serialize
+from harness.stompclient import Closed, WsStomp, stuck_subscriber
+from stompgate.stomp import Frame
 from stompgate.workers import STARTUP_S
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
@@ -300,16 +299,7 @@ async def test_a_slow_consumer_is_counted_as_one(node_factory) -> None:
     node = node_factory(
         {"server": {"max_outbound_buffer": 256 * 1024}, "stomp": {"rate_limit": {"bytes_per_s": 0}}}
     )
-    stuck = socket.create_connection(("127.0.0.1", node.tcp_port))
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.sendall(
-        serialize(Frame("CONNECT", {"accept-version": "1.2", "login": "stuck", "heart-beat": "0,0"}))
-        + serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/topic/flood", "receipt": "r"}))
-    )
-    stuck.settimeout(5)
-    got = b""
-    while b"receipt-id:r" not in got:
-        got += stuck.recv(4096)
+    stuck = stuck_subscriber(node.tcp_port, "/topic/flood")
     sender = await WsStomp.connect(node.ws_url, "sender")
     chunk = b"y" * 64 * 1024
     try:

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 import websockets
 
-from harness.stompclient import WsStomp
+from harness.stompclient import WsStomp, stuck_subscriber
 from stompgate.stomp import ALL_COMMANDS, Frame, FrameParser, serialize
 
 pytestmark = pytest.mark.usefixtures("close_ws_clients")
@@ -204,22 +204,11 @@ async def test_jwt_from_the_handshake(node_factory) -> None:
 
 async def test_slow_consumer_is_closed_and_others_keep_going(node_factory) -> None:
     """A subscriber that stops reading is cut off at max_outbound_buffer, not buffered forever."""
-    import socket
-
     # No rate limit: the sender pushes 12.5 MiB as fast as it can (a backend, not the attacker here).
     node = node_factory(
         {"server": {"max_outbound_buffer": 256 * 1024}, "stomp": {"rate_limit": {"bytes_per_s": 0}}}
     )
-    stuck = socket.create_connection(("127.0.0.1", node.tcp_port))
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.sendall(
-        serialize(Frame("CONNECT", {"accept-version": "1.2", "login": "stuck", "heart-beat": "0,0"}))
-        + serialize(Frame("SUBSCRIBE", {"id": "1", "destination": "/topic/flood", "receipt": "r"}))
-    )
-    stuck.settimeout(5)
-    got = b""
-    while b"receipt-id:r" not in got:
-        got += stuck.recv(4096)
+    stuck = stuck_subscriber(node.tcp_port, "/topic/flood")
     healthy = await WsStomp.connect(node.ws_url, "healthy")
     await healthy.subscribe("/topic/other")
     sender = await WsStomp.connect(node.ws_url, "sender")
