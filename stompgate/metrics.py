@@ -22,7 +22,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -42,6 +42,14 @@ if TYPE_CHECKING:
     from .app import Node
 
 log = logging.getLogger(__name__)
+
+
+def _by_label(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter with one label, a sample per key of ``counts`` (in a stable order)."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
@@ -124,20 +132,12 @@ class NodeCollector(Collector):
         """Frames and messages; ``sent``: MESSAGE frames written to the open sessions."""
         stats = self.node.broker.stats
         bus_stats = self.node.bus.stats
-        frames_in = CounterMetricFamily(
-            "stompgate_frames_received", "STOMP frames read, by command", labels=["command"]
-        )
-        for command, count in sorted(stats.frames_in.items()):
-            frames_in.add_metric([command], count)
-        yield frames_in
-        frames_out = CounterMetricFamily(
-            "stompgate_frames_sent", "STOMP frames written, by command", labels=["command"]
+        yield _by_label(
+            "stompgate_frames_received", "STOMP frames read, by command", "command", stats.frames_in
         )
         written = {"CONNECTED": 0, "RECEIPT": 0, "ERROR": 0, **stats.frames_out}
         written["MESSAGE"] = stats.messages_sent_closed + sent
-        for command, count in sorted(written.items()):
-            frames_out.add_metric([command], count)
-        yield frames_out
+        yield _by_label("stompgate_frames_sent", "STOMP frames written, by command", "command", written)
         messages = [
             (
                 "published",
@@ -214,12 +214,9 @@ class NodeCollector(Collector):
             "Times Redis was reachable again after an outage",
             value=bus_stats.redis_reconnects,
         )
-        errors = CounterMetricFamily(
-            "stompgate_redis_errors", "Failed Redis calls, by what failed", labels=["where"]
+        yield _by_label(
+            "stompgate_redis_errors", "Failed Redis calls, by what failed", "where", bus_stats.redis_errors
         )
-        for where, count in sorted(bus_stats.redis_errors.items()):
-            errors.add_metric([where], count)
-        yield errors
         batch = HistogramMetricFamily(
             "stompgate_redis_batch_seconds",
             "Round trip of one batch of commands to Redis (one pipeline)",
